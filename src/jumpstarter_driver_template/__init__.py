@@ -1,0 +1,1 @@
+"""Example Jumpstarter drivers: start your own driver package from here."""

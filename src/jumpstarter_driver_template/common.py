@@ -1,0 +1,41 @@
+"""Models and limits shared by the driver (exporter side) and the client.
+
+Results cross gRPC as protobuf `Value`s: a pydantic model arrives on the client as a plain
+dict, and every number as a float. The client re-validates the dict with the same model,
+which turns it back into typed fields (`3.0` becomes the int `3`).
+
+Keep this module light: the client imports it, and clients are installed on machines that
+have none of the exporter's dependencies.
+"""
+
+from pydantic import BaseModel, Field
+
+LEVEL_MIN = 0
+LEVEL_MAX = 10
+STREAM_CHUNK = 256 * 1024
+"""Bytes per message on byte streams and uploads: large enough to amortize the per-message
+cost, far below gRPC's 4 MiB message cap."""
+
+
+class Settings(BaseModel):
+    """What `configure` stored on the driver."""
+
+    label: str
+    level: int = Field(ge=LEVEL_MIN, le=LEVEL_MAX)
+
+
+class Status(BaseModel):
+    """A snapshot of the driver's state, for clients and tests."""
+
+    device_id: str
+    settings: Settings
+    active_tasks: int = Field(ge=0)
+    open_streams: int = Field(ge=0)
+
+
+class UploadResult(BaseModel):
+    """Where an upload was stored, and what the driver received."""
+
+    name: str
+    size: int = Field(ge=0)
+    sha256: str
