@@ -314,6 +314,12 @@ def apply(plan: Plan) -> None:
         (ROOT / path).write_bytes(text.encode("utf-8"))
 
 
+def stale_environment() -> bool:
+    """Whether the project's .venv has the template's package installed (uv run does not remove it)."""
+    patterns = ("lib/python*/site-packages", "Lib/site-packages")
+    return any(any((ROOT / ".venv").glob(f"{pattern}/{TEMPLATE_PACKAGE}-*.dist-info")) for pattern in patterns)
+
+
 def describe(plan: Plan, new: Names, dry_run: bool, diff: bool) -> str:
     """Say what the rename does (or would do)."""
     verb = "Would rename" if dry_run else "Renamed"
@@ -341,8 +347,12 @@ def describe(plan: Plan, new: Names, dry_run: bool, diff: bool) -> str:
             "Next: review with `git status` and `git diff`, then",
             "  uv run pytest",
             f"  git add -A && git commit -m 'Rename the template to {new.distribution}'",
-            "An environment made before the rename still has the template's package: run `uv sync`.",
         ]
+        if stale_environment():
+            lines.append(
+                "The .venv made before the rename still has the template's package (`jmp driver list` shows its "
+                "drivers): run `uv sync` to replace it."
+            )
     return "\n".join(lines)
 
 

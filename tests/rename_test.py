@@ -358,3 +358,12 @@ def test_tree_outside_git_is_refused() -> None:
         assert {path: path.read_bytes() for path in tree.rglob("*") if path.is_file()} == before
     assert result.returncode == 1, explain(result)
     assert "not a git work tree" in result.stderr
+
+
+def test_stale_environment_gets_a_uv_sync_hint(scratch_tree: Path) -> None:
+    """A .venv that still has the template's package (uv run keeps it) makes the script say to run `uv sync`."""
+    site = scratch_tree / ".venv" / "lib" / "python3.11" / "site-packages"
+    (site / "jumpstarter_driver_template-0.0.0.dist-info").mkdir(parents=True)
+    result = rename(scratch_tree, NEW_NAME)
+    assert result.returncode == 0, explain(result)
+    assert "run `uv sync`" in result.stdout
