@@ -95,7 +95,7 @@ def validate_name(raw: str) -> str:
         problem = f"{raw!r} has uppercase letters: use {name.lower()!r}"
     elif "_" in name:
         problem = f"{raw!r} has an underscore: use hyphens, {name.replace('_', '-')!r}"
-    elif not name[0].isalpha() or not name[0].isascii():
+    elif name[0].isdigit() or name[0] == "-":
         problem = f"{raw!r} does not start with a letter"
     elif "--" in name:
         problem = f"{raw!r} has a double hyphen"
@@ -136,7 +136,6 @@ class Substituter:
     """One-pass replacement of every template form, so a replacement is never rewritten again."""
 
     def __init__(self, pairs: list[tuple[str, str]]) -> None:
-        self._patterns = [re.compile(pattern) for pattern, _ in pairs]
         self._replacements = [replacement for _, replacement in pairs]
         self._regex = re.compile("|".join(f"({pattern})" for pattern, _ in pairs))
 
