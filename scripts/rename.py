@@ -208,6 +208,17 @@ def git(*args: str) -> str:
     return result.stdout
 
 
+def check_location() -> None:
+    """Refuse to run from outside the tree: the script renames the copy it is part of, wherever it is called from."""
+    cwd = Path.cwd().resolve()
+    if cwd != ROOT and ROOT not in cwd.parents:
+        raise RenameError(
+            f"refusing to rename: this script renames the copy of the template it belongs to, {ROOT}, but you "
+            f"are in {cwd}. Run it from inside that copy (cd {ROOT}); to rename another copy, run its own "
+            "scripts/rename.py."
+        )
+
+
 def check_tree(force: bool, dry_run: bool) -> str:
     """Refuse a tree that is not the template anymore, or that has uncommitted changes; return a note."""
     pyproject = ROOT / "pyproject.toml"
@@ -362,11 +373,11 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         description=(
             "Turn jumpstarter-driver-template into jumpstarter-driver-NAME: rewrite every reference in the "
             "files git tracks, rename src/jumpstarter_driver_template, and remove the template-only parts "
-            "(this script, its test, the README's rename instructions). Runs once, on a committed tree; "
-            "the result is left uncommitted for you to review."
+            "(this script, its test, the README's rename instructions). Run it from inside the copy it belongs "
+            "to; it runs once, on a committed tree, and leaves the result uncommitted for you to review."
         ),
         epilog=f"{VALID_NAME} Exit status: 0 done, 1 refused (tree already renamed, uncommitted changes, "
-        "not a git work tree), 2 invalid name or usage.",
+        "not a git work tree, run from outside the tree), 2 invalid name or usage.",
     )
     parser.add_argument("name", help="the driver name, e.g. acme-power-strip (a jumpstarter-driver- prefix is dropped)")
     parser.add_argument("--dry-run", action="store_true", help="print what would change, change nothing")
@@ -380,6 +391,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     try:
         new = Names.from_name(validate_name(args.name))
+        check_location()
         note = check_tree(args.force, args.dry_run)
         plan = make_plan(new)
         if not args.dry_run:

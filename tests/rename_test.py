@@ -349,6 +349,15 @@ def test_unbalanced_marker_is_refused_before_any_change(scratch_tree: Path) -> N
     assert f"README.md:{len(lines) + 1}: template-only:start without a template-only:end" in result.stderr
 
 
+def test_run_from_outside_the_tree_is_refused(template_tree: Path) -> None:
+    """Called from another directory, the script refuses rather than rename the copy it belongs to."""
+    before = snapshot(template_tree)
+    result = run([sys.executable, str(template_tree / "scripts" / "rename.py"), NEW_NAME], template_tree.parent)
+    assert snapshot(template_tree) == before
+    assert result.returncode == 1, explain(result)
+    assert f"cd {template_tree.resolve()}" in result.stderr
+
+
 def test_tree_outside_git_is_refused() -> None:
     """Without git metadata the script cannot tell the project's files, so it refuses and changes nothing."""
     with tempfile.TemporaryDirectory(prefix="rename-test-") as tmp:
