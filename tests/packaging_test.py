@@ -23,6 +23,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from packaging.requirements import Requirement
 
 pytestmark = pytest.mark.slow
 
@@ -186,6 +187,21 @@ def test_sdist_holds_what_rebuilds_and_tests_the_package(dist: tuple[Path, Path]
     needed |= {str(p.relative_to(ROOT)) for d in ("tests", "examples") for p in (ROOT / d).glob("*") if p.is_file()}
     assert needed <= names, sorted(needed - names)
     assert wheel.name.split("-")[1] == sdist.name.removesuffix(".tar.gz").rsplit("-", 1)[1]
+
+
+def test_dockerfile_builds_on_the_tested_release_with_the_tested_script() -> None:
+    """The image starts from a pinned upstream release the package accepts and installs with the script tested here."""
+    dockerfile = (ROOT / "Dockerfile").read_text()
+    version = _jumpstarter_version()
+    assert version != "latest"
+    for dependency in map(Requirement, _pyproject()["project"]["dependencies"]):
+        if dependency.name.startswith("jumpstarter"):
+            assert dependency.specifier.contains(version), f"{dependency} does not accept the image's {version}"
+    (final_from,) = re.findall(r"^FROM (quay\.io/jumpstarter-dev/jumpstarter\S*)", dockerfile, re.MULTILINE)
+    assert final_from == "quay.io/jumpstarter-dev/jumpstarter:${JUMPSTARTER_VERSION}"
+    mount = re.search(r"source=docker/install-wheel\.sh,target=(\S+)", dockerfile)
+    assert mount, "the Dockerfile must install with docker/install-wheel.sh"
+    assert re.search(rf"^\s+\S.* sh {re.escape(mount.group(1))} ", dockerfile, re.MULTILINE)
 
 
 def test_install_keeps_the_images_jumpstarter(
