@@ -37,7 +37,9 @@ class ExampleCustomClient(DriverClient):
         """Store a label and a level (0-10) on the device."""
         return Settings.model_validate(self.call("configure", label, level))
 
-    def status(self) -> Status:
+    # Jumpstarter 0.9's client base has a `status` property (the exporter's cached lease status, used on
+    # the lease's root client); a driver client may replace it with its own call, as this one does.
+    def status(self) -> Status:  # type: ignore[override]
         """Report the device's settings and what the driver is doing."""
         return Status.model_validate(self.call("status"))
 

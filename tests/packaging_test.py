@@ -1,0 +1,321 @@
+"""The wheel and sdist hold what they should, and the wheel installs into an image-like Jumpstarter environment.
+
+The install goes through docker/install-wheel.sh, the step the Dockerfile runs, into a virtual environment
+laid out like upstream's image: a venv already holding the Jumpstarter release the Dockerfile builds on.
+"""
+
+import configparser
+import csv
+import hashlib
+import io
+import json
+import os
+import re
+import shutil
+import subprocess
+import sys
+import tarfile
+import tempfile
+import tomllib
+import zipfile
+from base64 import urlsafe_b64encode
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from packaging.requirements import Requirement
+
+pytestmark = pytest.mark.slow
+
+ROOT = Path(__file__).resolve().parents[1]
+PACKAGE = "jumpstarter_driver_template"
+INSTALL_SCRIPT = ROOT / "docker" / "install-wheel.sh"
+# What upstream's image holds, at the release the Dockerfile builds on (its JUMPSTARTER_VERSION default).
+IMAGE_PACKAGES = ["jumpstarter", "jumpstarter-driver-power", "jumpstarter-driver-composite", "jumpstarter-cli"]
+TIMEOUT = 600
+
+
+def _pyproject() -> dict:
+    return tomllib.loads((ROOT / "pyproject.toml").read_text())
+
+
+def _jumpstarter_version() -> str:
+    match = re.search(r"^ARG JUMPSTARTER_VERSION=(\S+)$", (ROOT / "Dockerfile").read_text(), re.MULTILINE)
+    assert match, "the Dockerfile must give JUMPSTARTER_VERSION a default"
+    return match.group(1)
+
+
+def _uv() -> str:
+    # `uv run` tells its children where it is; otherwise take the one on PATH.
+    uv = os.environ.get("UV") or shutil.which("uv")
+    if uv is None:
+        pytest.fail("the packaging tests need uv (https://docs.astral.sh/uv/) on PATH")
+    return uv
+
+
+def _env() -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if k != "VIRTUAL_ENV"}
+    # A wide, plain terminal: rich tables (`jmp driver list`) neither wrap nor colour.
+    env.update(TERM="dumb", NO_COLOR="1", COLUMNS="200", UV=_uv())
+    return env
+
+
+def _run(*args: str | Path, check: bool = True) -> subprocess.CompletedProcess[str]:
+    result = subprocess.run(
+        [str(a) for a in args], capture_output=True, text=True, env=_env(), timeout=TIMEOUT, check=False
+    )
+    if check and result.returncode != 0:
+        pytest.fail(f"{' '.join(map(str, args))} exited {result.returncode}:\n{result.stdout}\n{result.stderr}")
+    return result
+
+
+def _normalize(name: str) -> str:
+    return re.sub(r"[-_.]+", "-", name).lower()
+
+
+def _installed(venv: Path) -> dict[str, str]:
+    """Every distribution in `venv`, by normalized name."""
+    script = "import importlib.metadata as m, json; print(json.dumps({d.name: d.version for d in m.distributions()}))"
+    found = json.loads(_run(venv / "bin" / "python", "-c", script).stdout)
+    return {_normalize(name): version for name, version in found.items()}
+
+
+def _jumpstarter_packages(venv: Path) -> dict[str, str]:
+    return {name: version for name, version in _installed(venv).items() if name.startswith("jumpstarter")}
+
+
+def _versions_of(venv: Path, packages: dict[str, str]) -> dict[str, str | None]:
+    """The versions `venv` now has of `packages` (None: no longer installed)."""
+    installed = _installed(venv)
+    return {name: installed.get(name) for name in packages}
+
+
+def _install(venv: Path, *wheels: Path) -> subprocess.CompletedProcess[str]:
+    return _run("sh", INSTALL_SCRIPT, venv, *wheels, check=False)
+
+
+def _make_image_venv(path: Path) -> Path:
+    """A virtual environment holding the targeted Jumpstarter release, as upstream's image does."""
+    _run(_uv(), "venv", "--quiet", "--python", sys.executable, path)
+    version = _jumpstarter_version()
+    _run(
+        _uv(),
+        "pip",
+        "install",
+        "--quiet",
+        "--python",
+        path / "bin" / "python",
+        *(f"{p}=={version}" for p in IMAGE_PACKAGES),
+    )
+    return path
+
+
+def _make_wheel(directory: Path, name: str, requires: list[str]) -> Path:
+    """Write a minimal pure-Python wheel that only declares `requires`."""
+    dist, version = name.replace("-", "_"), "1.0"
+    info = f"{dist}-{version}.dist-info"
+    files = {
+        f"{dist}/__init__.py": "",
+        f"{info}/METADATA": f"Metadata-Version: 2.1\nName: {name}\nVersion: {version}\n"
+        + "".join(f"Requires-Dist: {r}\n" for r in requires),
+        f"{info}/WHEEL": "Wheel-Version: 1.0\nGenerator: packaging_test\nRoot-Is-Purelib: true\nTag: py3-none-any\n",
+    }
+    record = io.StringIO()
+    writer = csv.writer(record, lineterminator="\n")
+    for path, text in files.items():
+        digest = urlsafe_b64encode(hashlib.sha256(text.encode()).digest()).rstrip(b"=").decode()
+        writer.writerow([path, f"sha256={digest}", len(text.encode())])
+    writer.writerow([f"{info}/RECORD", "", ""])
+    wheel = directory / f"{dist}-{version}-py3-none-any.whl"
+    with zipfile.ZipFile(wheel, "w") as archive:
+        for path, text in {**files, f"{info}/RECORD": record.getvalue()}.items():
+            archive.writestr(path, text)
+    return wheel
+
+
+@pytest.fixture(scope="module")
+def dist() -> Iterator[tuple[Path, Path]]:
+    """The wheel and sdist of this checkout; `uv build` builds the wheel from the sdist, so the sdist rebuilds."""
+    with tempfile.TemporaryDirectory(prefix="packaging-dist-") as out:
+        _run(_uv(), "build", "--quiet", "--out-dir", out, ROOT)
+        (wheel,) = Path(out).glob("*.whl")
+        (sdist,) = Path(out).glob("*.tar.gz")
+        yield wheel, sdist
+
+
+@pytest.fixture(scope="module")
+def installed(dist: tuple[Path, Path]) -> Iterator[tuple[Path, dict[str, str], subprocess.CompletedProcess[str]]]:
+    """An image-like environment, its jumpstarter* versions before the install, and the install's result."""
+    with tempfile.TemporaryDirectory(prefix="packaging-venv-") as tmp:
+        venv = _make_image_venv(Path(tmp) / "venv")
+        before = _jumpstarter_packages(venv)
+        yield venv, before, _install(venv, dist[0])
+
+
+@pytest.fixture
+def image_venv() -> Iterator[Path]:
+    """A fresh image-like environment for one test."""
+    with tempfile.TemporaryDirectory(prefix="packaging-venv-") as tmp:
+        yield _make_image_venv(Path(tmp) / "venv")
+
+
+def test_wheel_holds_modules_typing_marker_and_entry_points_but_no_tests(dist: tuple[Path, Path]) -> None:
+    """The wheel ships every package module, py.typed and the driver entry points, and no test module."""
+    with zipfile.ZipFile(dist[0]) as archive:
+        names = set(archive.namelist())
+        (entry_points_txt,) = (n for n in names if n.endswith(".dist-info/entry_points.txt"))
+        entry_points = configparser.ConfigParser(delimiters=["="])
+        entry_points.optionxform = str  # type: ignore[assignment,method-assign]
+        entry_points.read_string(archive.read(entry_points_txt).decode())
+
+    sources = {f"{PACKAGE}/{p.name}" for p in (ROOT / "src" / PACKAGE).glob("*.py") if not p.name.endswith("_test.py")}
+    assert sources <= names
+    assert f"{PACKAGE}/py.typed" in names
+    assert not [n for n in names if n.endswith("_test.py") or n.endswith("conftest.py") or n.startswith("tests/")]
+    assert dict(entry_points["jumpstarter.drivers"]) == _pyproject()["project"]["entry-points"]["jumpstarter.drivers"]
+
+
+def test_sdist_holds_what_rebuilds_and_tests_the_package(dist: tuple[Path, Path]) -> None:
+    """The sdist carries the sources, tests, test settings, examples and the install script, at the wheel's version."""
+    wheel, sdist = dist
+    with tarfile.open(sdist) as archive:
+        names = {name.split("/", 1)[1] for name in archive.getnames() if "/" in name}
+    needed = {"pyproject.toml", "README.md", "conftest.py", "Dockerfile", "docker/install-wheel.sh"}
+    needed |= {
+        str(p.relative_to(ROOT)) for p in (ROOT / "src").rglob("*") if p.is_file() and "__pycache__" not in p.parts
+    }
+    needed |= {str(p.relative_to(ROOT)) for d in ("tests", "examples") for p in (ROOT / d).glob("*") if p.is_file()}
+    assert needed <= names, sorted(needed - names)
+    assert wheel.name.split("-")[1] == sdist.name.removesuffix(".tar.gz").rsplit("-", 1)[1]
+
+
+def test_dockerfile_builds_on_the_tested_release_with_the_tested_script() -> None:
+    """The image starts from a pinned upstream release the package accepts and installs with the script tested here."""
+    dockerfile = (ROOT / "Dockerfile").read_text()
+    version = _jumpstarter_version()
+    assert version != "latest"
+    for dependency in map(Requirement, _pyproject()["project"]["dependencies"]):
+        if dependency.name.startswith("jumpstarter"):
+            assert dependency.specifier.contains(version), f"{dependency} does not accept the image's {version}"
+    (final_from,) = re.findall(r"^FROM (quay\.io/jumpstarter-dev/jumpstarter\S*)", dockerfile, re.MULTILINE)
+    assert final_from == "quay.io/jumpstarter-dev/jumpstarter:${JUMPSTARTER_VERSION}"
+    mount = re.search(r"source=docker/install-wheel\.sh,target=(\S+)", dockerfile)
+    assert mount, "the Dockerfile must install with docker/install-wheel.sh"
+    assert re.search(rf"^\s+\S.* sh {re.escape(mount.group(1))} ", dockerfile, re.MULTILINE)
+
+
+def test_install_keeps_the_images_jumpstarter(
+    installed: tuple[Path, dict[str, str], subprocess.CompletedProcess[str]], dist: tuple[Path, Path]
+) -> None:
+    """Installing the wheel changes no jumpstarter* package of the environment and installs the built version."""
+    venv, before, result = installed
+    assert result.returncode == 0, result.stderr
+    assert before["jumpstarter"] == _jumpstarter_version()
+    assert _versions_of(venv, before) == before
+    assert _installed(venv)["jumpstarter-driver-template"] == dist[0].name.split("-")[1]
+
+
+def test_jmp_driver_list_shows_both_drivers(
+    installed: tuple[Path, dict[str, str], subprocess.CompletedProcess[str]],
+) -> None:
+    """`jmp driver list` in the environment lists every driver this package registers, by import path."""
+    venv, _, result = installed
+    assert result.returncode == 0, result.stderr
+    listing = _run(venv / "bin" / "jmp", "driver", "list").stdout
+    for name, target in _pyproject()["project"]["entry-points"]["jumpstarter.drivers"].items():
+        assert re.search(rf"^{name}\s+{re.escape(target.replace(':', '.'))}\s*$", listing, re.MULTILINE), listing
+
+
+def test_every_entry_point_and_client_path_imports(
+    installed: tuple[Path, dict[str, str], subprocess.CompletedProcess[str]],
+) -> None:
+    """Each registered driver class loads, and the client class its client() names imports."""
+    venv, _, result = installed
+    assert result.returncode == 0, result.stderr
+    script = """
+import importlib, importlib.metadata, json
+found = {}
+for ep in importlib.metadata.entry_points(group="jumpstarter.drivers"):
+    if ep.value.startswith("jumpstarter_driver_template."):
+        driver = ep.load()
+        module, _, name = driver.client().rpartition(".")
+        client = getattr(importlib.import_module(module), name)
+        found[ep.name] = [driver.__name__, driver.client(), f"{client.__module__}.{client.__qualname__}"]
+print(json.dumps(found))
+"""
+    found = json.loads(_run(venv / "bin" / "python", "-c", script).stdout)
+    declared = _pyproject()["project"]["entry-points"]["jumpstarter.drivers"]
+    assert found.keys() == declared.keys()
+    for name, (driver, client_path, client) in found.items():
+        assert declared[name].endswith(f":{driver}")
+        assert client == client_path
+
+
+def test_client_module_does_not_import_the_driver_module(
+    installed: tuple[Path, dict[str, str], subprocess.CompletedProcess[str]],
+) -> None:
+    """Importing the client leaves the driver module unloaded: clients install where exporter deps are missing."""
+    venv, _, result = installed
+    assert result.returncode == 0, result.stderr
+    script = f"import sys, {PACKAGE}.client; print('{PACKAGE}.driver' in sys.modules)"
+    assert _run(venv / "bin" / "python", "-c", script).stdout.strip() == "False"
+
+
+def test_install_installs_third_party_dependencies(image_venv: Path, tmp_path: Path) -> None:
+    """Only jumpstarter* packages are held: a driver's other dependencies are installed."""
+    assert "iniconfig" not in _installed(image_venv)
+    before = _jumpstarter_packages(image_venv)
+    wheel = _make_wheel(tmp_path, "jumpstarter-driver-needs-iniconfig", ["jumpstarter>=0.9,<0.10", "iniconfig"])
+
+    result = _install(image_venv, wheel)
+
+    assert result.returncode == 0, result.stderr
+    assert {"iniconfig", "jumpstarter-driver-needs-iniconfig"} <= _installed(image_venv).keys()
+    assert _versions_of(image_venv, before) == before
+
+
+def test_incompatible_jumpstarter_range_fails_clearly_and_changes_nothing(image_venv: Path, tmp_path: Path) -> None:
+    """A wheel needing another released Jumpstarter is refused, naming the kept versions; nothing is installed."""
+    before = _installed(image_venv)
+    wheel = _make_wheel(tmp_path, "jumpstarter-driver-needs-older", ["jumpstarter<0.9"])
+
+    result = _install(image_venv, wheel)
+
+    assert result.returncode == 1
+    assert "install-wheel: uv installed nothing" in result.stderr
+    assert f"jumpstarter=={_jumpstarter_version()}" in result.stderr
+    assert _installed(image_venv) == before
+
+
+def test_environment_without_jumpstarter_is_refused(tmp_path: Path) -> None:
+    """Installing into an environment with no Jumpstarter fails and names the problem."""
+    venv = tmp_path / "venv"
+    _run(_uv(), "venv", "--quiet", "--python", sys.executable, venv)
+    wheel = _make_wheel(tmp_path, "jumpstarter-driver-any", [])
+
+    result = _install(venv, wheel)
+
+    assert result.returncode == 1
+    assert "has no jumpstarter package" in result.stderr
+    assert "jumpstarter-driver-any" not in _installed(venv)
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        ([], "usage:"),
+        (["{tmp}", "{tmp}/missing.whl"], "is not a virtual environment"),
+        (["{venv}", "{tmp}/missing.whl"], "no such wheel"),
+        (["{venv}", "{tmp}/package.tar.gz"], "not a wheel"),
+    ],
+)
+def test_bad_arguments_are_refused(tmp_path: Path, args: list[str], message: str) -> None:
+    """Missing or wrong arguments stop the script before it touches anything."""
+    venv = tmp_path / "venv"
+    (venv / "bin").mkdir(parents=True)
+    (venv / "bin" / "python").symlink_to(sys.executable)
+
+    result = _run("sh", INSTALL_SCRIPT, *(a.format(tmp=tmp_path, venv=venv) for a in args), check=False)
+
+    assert result.returncode == 2
+    assert message in result.stderr
