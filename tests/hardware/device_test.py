@@ -21,11 +21,12 @@ from jumpstarter_testing.pytest import JumpstarterTest
 
 # JumpstarterTest would otherwise try to lease an exporter through the default client config; in 0.9 it
 # only falls back to that on RuntimeError, and a missing JUMPSTARTER_HOST raises something else.
-pytestmark = pytest.mark.skipif(
-    "JUMPSTARTER_HOST" not in os.environ,
-    reason="hardware tests run inside a jmp shell: uv run jmp shell --exporter-config examples/exporter.yaml -- "
-    "pytest tests/hardware",
-)
+if "JUMPSTARTER_HOST" not in os.environ:
+    pytest.skip(
+        "hardware tests run inside a jmp shell: uv run jmp shell --exporter-config examples/exporter.yaml -- "
+        "pytest tests/hardware",
+        allow_module_level=True,
+    )
 
 
 class TestBench(JumpstarterTest):
