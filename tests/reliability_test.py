@@ -91,7 +91,10 @@ def test_load_many_clients_mixed_calls(exporter: Exporter, remote: Any, tmp_path
     with ThreadPoolExecutor(CLIENTS) as pool:
         runs = [pool.submit(run_client, exporter, i, source, start_together) for i in range(CLIENTS)]
         problems = [problem for run in runs for problem in run.result(timeout=300)]
-    REPORTED.append(f"load: {CLIENTS} clients x {CALLS} calls against one jmp run exporter, {len(problems)} errors")
+    REPORTED.append(
+        f"load: {CLIENTS} clients x {CALLS} calls (unary, streaming, byte streams, uploads) against one jmp run "
+        f"exporter, {len(problems)} errors, {CLIENTS * CALLS} results checked"
+    )
     assert problems == []
     for i in range(CLIENTS):
         assert (exporter.upload_dir / f"load-{i}.bin").read_bytes() == source.read_bytes()

@@ -5,7 +5,7 @@ of the surrounding `jmp shell` (the JUMPSTARTER_HOST environment variable). Run 
 
     uv run jmp shell --exporter-config examples/exporter.yaml -- pytest tests/hardware
     uv run jmp shell --tls-grpc 127.0.0.1:PORT --tls-grpc-insecure --passphrase SECRET -- pytest tests/hardware
-    uv run jmp shell --client default --selector example=bench -- pytest tests/hardware
+    uv run jmp shell --client default --selector board=my-bench -- pytest tests/hardware
 
 Only direct mode (`--tls-grpc`) and leases pass pytest's exit status on; local mode always exits 0.
 Outside a shell these tests are skipped: `uv run pytest` runs them through tests/direct_mode_test.py.
@@ -32,7 +32,7 @@ if "JUMPSTARTER_HOST" not in os.environ:
 class TestBench(JumpstarterTest):
     """One bench: the exporter's `power` and `custom` drivers, as `client.power` and `client.custom`."""
 
-    selector = "example=bench"  # the exporter labels to lease when run through a controller
+    selector = "board=my-bench"  # the exporter labels to lease when run through a controller
 
     def test_power_cycle(self, client):
         """Power on shows the load; power off drops it to zero."""
