@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import hashlib
 import os
-from collections.abc import AsyncIterator, Callable, Generator, Mapping
+from collections.abc import AsyncGenerator, AsyncIterator, Callable, Generator, Mapping
 from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
@@ -47,11 +47,23 @@ class ExampleCustomClient(DriverClient):
         """Run a task that takes `seconds` on the exporter and return its report."""
         return self.call("slow_task", seconds)
 
-    # Streaming calls: `self.streamingcall(name, *args)` yields each item as the driver yields it.
+    # Streaming calls: `self.streamingcall(name, *args)` yields each item as the driver yields it. Here the
+    # loop is written out over `streamingcall_async`, so that a caller who stops early cancels the call.
     def slow_generator(self, count: int, interval: float = 0.1) -> Generator[int, None, None]:
         """Yield 0 to count-1 as the driver produces them, one every interval seconds."""
-        for value in self.streamingcall("slow_generator", count, interval):
-            yield int(value)
+        items = self.portal.call(self.streamingcall_async, "slow_generator", count, interval)
+        while True:
+            try:
+                value = self.portal.call(items.__anext__)
+            except StopAsyncIteration:
+                return
+            try:
+                yield int(value)
+            except GeneratorExit:
+                # The caller stopped early. Jumpstarter 0.9 leaves the call open (and the driver's
+                # generator running) until the client disconnects: cancel the call now.
+                self.portal.call(_cancel_streaming_call, items)
+                raise
 
     # Byte streams: each blocking `receive()` costs a thread hop, so bulk transfers run as one
     # call into the client's event loop (`self.portal.call`) that loops on `stream_async`.
@@ -191,6 +203,15 @@ class ExampleCustomClient(DriverClient):
             click.echo(_format_status(self.combined_action(label, level, seconds)))
 
         return base
+
+
+async def _cancel_streaming_call(items: AsyncGenerator[Any, None]) -> None:
+    """Cancel the gRPC call behind a `streamingcall_async` generator the caller has stopped reading."""
+    with anyio.CancelScope() as scope:
+        scope.cancel()
+        # Each read is cancelled where it waits for the next message; gRPC then cancels the call.
+        async for _ in items:
+            pass
 
 
 def _format_settings(settings: Settings) -> str:

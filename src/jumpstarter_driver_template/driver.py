@@ -165,9 +165,12 @@ class ExampleCustom(Driver):
         """Store a label and a level on the device."""
         if not isinstance(label, str) or not label.strip():
             raise ValueError(f"label must be a non-empty string, got {label!r}")
-        self._settings = Settings(label=label, level=_integer("level", level, LEVEL_MIN, LEVEL_MAX))
-        self.logger.info("configured %s", self._settings)
-        return self._settings  # sent as a dict: the client re-validates it into Settings
+        settings = Settings(label=label, level=_integer("level", level, LEVEL_MIN, LEVEL_MAX))
+        # Sync calls of concurrent clients run in parallel worker threads: return what *this* call
+        # stored, not `self._settings`, which another call may have replaced in the meantime.
+        self._settings = settings
+        self.logger.info("configured %s", settings)
+        return settings  # sent as a dict: the client re-validates it into Settings
 
     @export
     def status(self) -> Status:

@@ -1,0 +1,305 @@
+"""Reliability and security of a real exporter process: load, killed clients, abandoned calls, bad input, lifecycle.
+
+Clients here are real gRPC clients over TCP, in this process (`Exporter.client()`, built as
+`jmp shell --tls-grpc` builds its own) or in child processes (`jmp shell ... -- j ...`) that the
+tests kill. The exporter is the shared `jmp run` of conftest.py.
+"""
+
+import hashlib
+import os
+import signal
+import threading
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any
+
+import pytest
+from jumpstarter.client.core import DriverError, DriverInvalidArgument, DriverMethodNotImplemented
+from jumpstarter_driver_power.common import PowerReading
+from processes import REPORTED, Exporter, exporter_process, start, stop_group, wait_for, write_config
+
+from jumpstarter_driver_template.common import Settings
+
+CLIENTS = 8
+CALLS = 200
+ON = [PowerReading(voltage=12.0, current=0.5)]
+OFF = [PowerReading(voltage=0.0, current=0.0)]
+
+
+@pytest.fixture(scope="module")
+def remote(exporter: Exporter) -> Iterator[Any]:
+    """A client in this process, connected to the shared exporter for the whole module."""
+    with exporter.client() as client:
+        yield client
+
+
+def partial_uploads(exporter: Exporter) -> list[str]:
+    return [p.name for p in exporter.upload_dir.glob(".*.partial")]
+
+
+def idle(exporter: Exporter, custom: Any) -> bool:
+    """No task running, no byte stream open and no upload in progress on the exporter."""
+    status = custom.status()
+    return status.active_tasks == 0 and status.open_streams == 0 and not partial_uploads(exporter)
+
+
+# Load
+
+
+def run_client(exporter: Exporter, index: int, source: Path, start_together: threading.Barrier) -> list[str]:
+    """One client doing CALLS mixed calls, checking every result; returns the problems it saw."""
+    problems: list[str] = []
+    source_sha = hashlib.sha256(source.read_bytes()).hexdigest()
+    with exporter.client() as root:
+        custom, power = root.custom, root.power
+        start_together.wait(timeout=60)
+        for i in range(CALLS):
+            try:
+                match i % 6:
+                    case 0:  # sync unary call
+                        expected = Settings(label=f"client-{index}-{i}", level=i % 11)
+                        ok = custom.configure(expected.label, expected.level) == expected
+                    case 1:  # async unary call
+                        ok = custom.slow_task(0) == "bench-01: done after 0 s"
+                    case 2:  # streaming call
+                        ok = list(custom.slow_generator(5, 0)) == [0, 1, 2, 3, 4]
+                    case 3:  # byte stream
+                        size = 1000 + 97 * i
+                        ok = len(custom.read_random(size)) == size
+                    case 4:  # streaming call of a standard-interface driver
+                        ok = list(power.read()) in (ON, OFF)
+                    case _ if i % 30 == 5:  # upload, every 30th call: each one is fsync-ed
+                        result = custom.upload(source, f"load-{index}.bin")
+                        ok = (result.size, result.sha256) == (source.stat().st_size, source_sha)
+                    case _:
+                        ok = custom.status().device_id == "bench-01"
+                if not ok:
+                    problems.append(f"client {index} call {i} ({i % 6}): wrong result")
+            except Exception as e:
+                problems.append(f"client {index} call {i}: {type(e).__name__}: {e}")
+    return problems
+
+
+def test_load_many_clients_mixed_calls(exporter: Exporter, remote: Any, tmp_path: Path):
+    """8 clients x 200 mixed calls (unary, streaming, byte streams, uploads) at once: no errors, every result right."""
+    wait_for(lambda: idle(exporter, remote.custom), what="an idle exporter")
+    fds_before = exporter.open_fds()
+    source = tmp_path / "image.bin"
+    source.write_bytes(os.urandom(200_000))
+    start_together = threading.Barrier(CLIENTS)
+    with ThreadPoolExecutor(CLIENTS) as pool:
+        runs = [pool.submit(run_client, exporter, i, source, start_together) for i in range(CLIENTS)]
+        problems = [problem for run in runs for problem in run.result(timeout=300)]
+    REPORTED.append(
+        f"load: {CLIENTS} clients x {CALLS} calls (unary, streaming, byte streams, uploads) against one jmp run "
+        f"exporter, {len(problems)} errors, {CLIENTS * CALLS} results checked"
+    )
+    assert problems == []
+    for i in range(CLIENTS):
+        assert (exporter.upload_dir / f"load-{i}.bin").read_bytes() == source.read_bytes()
+    # Every client's connection and stream is released once they are gone.
+    wait_for(lambda: idle(exporter, remote.custom), what="an idle exporter")
+    wait_for(lambda: exporter.open_fds() <= fds_before, what=f"exporter fds back to {fds_before}")
+
+
+# Faults: clients killed with SIGKILL, which close nothing themselves
+
+
+class FifoWriter:
+    """Feeds random data into a FIFO until stopped, never blocking: stands in for a slow image source."""
+
+    def __init__(self, path: Path) -> None:
+        os.mkfifo(path)
+        self._fd = os.open(path, os.O_RDWR | os.O_NONBLOCK)  # O_RDWR: opening does not wait for a reader
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._feed)
+        self._thread.start()
+
+    def _feed(self) -> None:
+        data = os.urandom(64 * 1024)
+        while not self._stop.is_set():
+            try:
+                os.write(self._fd, data)
+            except BlockingIOError:
+                self._stop.wait(0.01)
+
+    def close(self) -> None:
+        self._stop.set()
+        self._thread.join(timeout=10)
+        os.close(self._fd)
+
+
+def test_client_killed_mid_stream_and_mid_upload(exporter: Exporter, remote: Any, tmp_path: Path):
+    """A client killed during a byte stream and an upload: streams close, no fd leaks, the old file is intact."""
+    custom = remote.custom
+    target = exporter.upload_dir / "disk.img"
+    target.write_bytes(b"known good image")
+    wait_for(lambda: idle(exporter, custom), what="an idle exporter")
+    fds_before = exporter.open_fds()
+    fifo = FifoWriter(tmp_path / "image.fifo")
+    script = (
+        f"j custom random 1000000000000 -o /dev/null & j custom upload {tmp_path / 'image.fifo'} --name disk.img & wait"
+    )
+    client = start(exporter.shell_args("sh", "-c", script))
+    try:
+        # Both transfers are under way: the stream is open and the partial upload has data in it.
+        wait_for(
+            lambda: (
+                custom.status().open_streams == 1
+                and any(p.stat().st_size > 0 for p in exporter.upload_dir.glob(".disk.img.*.partial"))
+            ),
+            timeout=60,
+            what="a byte stream and an upload in progress",
+        )
+    finally:
+        stop_group(client, signal.SIGKILL)
+        fifo.close()
+    wait_for(lambda: idle(exporter, custom), what="stream closed and partial upload removed")
+    wait_for(lambda: exporter.open_fds() <= fds_before, what=f"exporter fds back to {fds_before}")
+    assert target.read_bytes() == b"known good image"
+    # The next client is served normally.
+    assert len(custom.read_random(300_000)) == 300_000
+    image = tmp_path / "next.img"
+    image.write_bytes(os.urandom(100_000))
+    assert custom.upload(image, "disk.img").size == 100_000
+    assert target.read_bytes() == image.read_bytes()
+
+
+# Cancellation
+
+
+def test_abandoned_calls_stop_on_the_exporter(remote: Any, exporter: Exporter):
+    """A client that stops reading slow_generator, or cancels slow_task, leaves no task running."""
+    custom = remote.custom
+    wait_for(lambda: idle(exporter, custom), what="an idle exporter")
+    numbers = custom.slow_generator(1000, 60)  # would run for 16 hours
+    assert next(numbers) == 0
+    task = custom.portal.start_task_soon(custom.call_async, "slow_task", 600)
+    wait_for(lambda: custom.status().active_tasks == 2, what="both calls running")
+    numbers.close()
+    task.cancel()
+    wait_for(lambda: custom.status().active_tasks == 0, what="no task left running")
+
+
+def test_killed_client_leaves_no_task_running(remote: Any, exporter: Exporter):
+    """A client process killed during slow_task and slow_generator leaves no task running."""
+    custom = remote.custom
+    wait_for(lambda: idle(exporter, custom), what="an idle exporter")
+    script = "j custom slow-task 600 & j custom slow-generator -n 1000 -i 60 & wait"
+    client = start(exporter.shell_args("sh", "-c", script))
+    try:
+        wait_for(lambda: custom.status().active_tasks == 2, timeout=60, what="both calls running")
+    finally:
+        stop_group(client, signal.SIGKILL)
+    # Both calls would run for minutes more: reaching zero means the exporter cancelled them.
+    wait_for(lambda: custom.status().active_tasks == 0, what="no task left running")
+
+
+# Bad input: every exported method, over the network
+
+
+@pytest.mark.parametrize(
+    ("method", "args", "message"),
+    [
+        ("configure", ("soak", 11), "level must be between 0 and 10, got 11"),
+        ("configure", ("soak", "3"), "level must be an integer, got '3'"),
+        ("configure", ("soak", 2.5), "level must be an integer, got 2.5"),
+        ("configure", (None, 3), "label must be a non-empty string, got None"),
+        ("configure", ("", 3), "label must be a non-empty string"),
+        ("slow_task", (601,), "seconds must be between 0 and 600.0, got 601"),
+        ("slow_task", (-1,), "seconds must be between 0 and 600.0, got -1"),
+        ("slow_task", ("soon",), "seconds must be a number, got 'soon'"),
+        ("slow_task", ([1],), "seconds must be a number, got \\[1.0\\]"),
+        ("slow_generator", (-1, 0), "count must be between 0 and 10000, got -1"),
+        ("slow_generator", (10_001, 0), "count must be between 0 and 10000, got 10001"),
+        ("slow_generator", (1.5, 0), "count must be an integer, got 1.5"),
+        ("slow_generator", (2, "fast"), "interval must be a number, got 'fast'"),
+        ("slow_generator", (2, 601), "interval must be between 0 and 600.0, got 601"),
+        ("upload", ("not-a-handle", "x.bin", 1), "validation error"),
+        ("upload", ({"uuid": 5}, "x.bin", 1), "validation error"),
+    ],
+)
+def test_bad_arguments_are_invalid_argument(remote: Any, exporter: Exporter, method: str, args: tuple, message: str):
+    """Wrong types and out-of-range values are INVALID_ARGUMENT naming the problem; the exporter keeps serving."""
+    with pytest.raises(DriverInvalidArgument, match=message):
+        if method == "slow_generator":
+            list(remote.custom.streamingcall(method, *args))
+        else:
+            remote.custom.call(method, *args)
+    assert remote.custom.status().device_id == "bench-01"
+    assert exporter.process.poll() is None
+
+
+@pytest.mark.parametrize(
+    ("name", "size", "message"),
+    [
+        ("../escape.bin", None, "upload name must not contain path separators"),
+        ("/etc/passwd", None, "upload name must not contain path separators"),
+        ("..", None, "upload name must be a plain file name"),
+        ("ok.bin", -1, "size must be between 0 and"),
+        ("ok.bin", 2.5, "size must be an integer"),
+        ("ok.bin", "big", "size must be an integer"),
+    ],
+)
+def test_bad_upload_arguments_write_nothing(remote: Any, exporter: Exporter, tmp_path: Path, name, size, message):
+    """An unsafe name or a bad size is INVALID_ARGUMENT, and nothing is written to the upload directory."""
+    source = tmp_path / "payload"
+    source.write_bytes(b"payload")
+    before = sorted(p.name for p in exporter.upload_dir.iterdir())
+    custom = remote.custom
+    with pytest.raises(DriverInvalidArgument, match=message):
+        # _upload_async lets a test declare a size; the public upload() always sends the file's own.
+        custom.portal.call(custom._upload_async, source, name, size)
+    assert sorted(p.name for p in exporter.upload_dir.iterdir()) == before
+    assert not (exporter.upload_dir.parent / "escape.bin").exists()
+
+
+@pytest.mark.parametrize(
+    ("driver", "method", "streaming"),
+    [("custom", "status", False), ("power", "on", False), ("power", "off", False), ("power", "read", True)],
+)
+def test_unexpected_arguments_are_refused(remote: Any, driver: str, method: str, streaming: bool):
+    """Methods without parameters refuse arguments with an error that says so (Jumpstarter sends it as UNKNOWN)."""
+    client = getattr(remote, driver)
+    with pytest.raises(DriverError, match=r"takes 1 positional argument but 2 were given"):
+        if streaming:
+            list(client.streamingcall(method, "extra"))
+        else:
+            client.call(method, "extra")
+    assert list(remote.power.read()) in (ON, OFF)
+
+
+@pytest.mark.parametrize(
+    ("driver", "method"),
+    [
+        ("custom", "reset"),
+        ("custom", "close"),
+        ("custom", "_upload_path"),
+        ("custom", "_remove_partial_uploads"),
+        ("custom", "client"),
+        ("custom", "random_stream"),  # an @exportstream method is a stream, not a call
+        ("power", "_run"),
+        ("custom", "no_such_method"),
+    ],
+)
+def test_only_exported_methods_can_be_called(remote: Any, driver: str, method: str):
+    """A method that is not @export-ed cannot be called remotely; the exporter keeps serving."""
+    with pytest.raises(DriverMethodNotImplemented, match=f"method {method} (missing marker|not found)"):
+        getattr(remote, driver).call(method)
+    assert remote.custom.status().device_id == "bench-01"
+
+
+# Lifecycle, end to end
+
+
+def test_stopping_the_exporter_closes_its_drivers(tmp_path: Path):
+    """Stopping `jmp run` ends its lease: close() runs and removes a half-written upload."""
+    upload_dir = tmp_path / "uploads"
+    config = write_config(tmp_path / "exporter.yaml", upload_dir)
+    with exporter_process(config, upload_dir) as exporter:
+        with exporter.client() as client:
+            client.custom.configure("before-stop", 2)
+        (upload_dir / ".disk.img.crashed.partial").write_bytes(b"half")  # as a crash mid-upload leaves it
+    assert exporter.process.returncode is not None
+    assert list(upload_dir.iterdir()) == []
