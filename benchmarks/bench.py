@@ -1,0 +1,281 @@
+"""Benchmark the example drivers against the framework's own baselines, through serve() and a real exporter.
+
+Run from the repository root:
+
+    uv run python benchmarks/bench.py            # the full run (about a minute on 2 cores)
+    uv run python benchmarks/bench.py --quick    # one tiny round: proves the benchmark runs
+
+Every round measures each figure once in each mode, in the same order, so a noisy machine slows a
+figure and its baseline alike: targets are judged on the median of per-round ratios. Absolute
+numbers depend on the machine; the ratios are what to compare.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import secrets
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from collections import defaultdict
+from collections.abc import Callable, Iterator
+from contextlib import ExitStack, contextmanager
+from pathlib import Path
+
+# Jumpstarter draws a progress bar for every resource transfer unless TERM is "dumb"; child processes inherit it.
+os.environ["TERM"] = "dumb"
+HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE))  # bench_driver, here and in the exporter process (PYTHONPATH below)
+
+from anyio.from_thread import start_blocking_portal  # noqa: E402
+from bench_driver import BenchClient, BenchDriver, memory  # noqa: E402
+from jumpstarter.client import client_from_path  # noqa: E402
+from jumpstarter.common.utils import serve  # noqa: E402
+
+MiB = 1024 * 1024
+Samples = dict[str, list[float]]
+
+
+@contextmanager
+def exporter_client(workdir: Path, upload_dir: Path) -> Iterator[BenchClient]:
+    """Start `jmp run` on a free loopback port with BenchDriver, and connect a client to it."""
+    config = workdir / "exporter.yaml"
+    config.write_text(
+        "apiVersion: jumpstarter.dev/v1alpha1\nkind: ExporterConfig\n"
+        "metadata: {namespace: default, name: bench}\nendpoint: ''\ntoken: ''\n"
+        f"export:\n  bench:\n    type: bench_driver.BenchDriver\n"
+        f"    config: {{device_id: bench-01, upload_dir: '{upload_dir}'}}\n"
+    )
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    passphrase = secrets.token_hex(16)
+    jmp = Path(sys.executable).with_name("jmp")
+    command = [str(jmp), "run", "--exporter-config", str(config), "--tls-grpc-listener", f"127.0.0.1:{port}"]
+    command += ["--tls-grpc-insecure", "--passphrase", passphrase]
+    env = os.environ | {"PYTHONPATH": os.pathsep.join([str(HERE), os.environ.get("PYTHONPATH", "")])}
+    log = (workdir / "exporter.log").open("wb")
+    process = subprocess.Popen(command, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+    try:
+        deadline = time.monotonic() + 60
+        while True:  # the exporter imports for a few seconds before it listens
+            if process.poll() is not None:
+                raise RuntimeError(f"exporter exited: {(workdir / 'exporter.log').read_text()}")
+            try:
+                socket.create_connection(("127.0.0.1", port), timeout=1).close()
+                break
+            except OSError:
+                if time.monotonic() > deadline:
+                    raise RuntimeError("exporter did not listen within 60 s") from None
+                time.sleep(0.1)
+        with start_blocking_portal() as portal, ExitStack() as stack:
+            # What `jmp shell --tls-grpc HOST:PORT --tls-grpc-insecure` does, with public APIs.
+            connect = client_from_path(
+                f"127.0.0.1:{port}", portal, stack, allow=[], unsafe=True, insecure=True, passphrase=passphrase
+            )
+            with portal.wrap_async_context_manager(connect) as root:
+                yield root.children["bench"]
+    finally:
+        # `jmp run` forwards SIGTERM to the exporter it forked (its own process group), then exits.
+        process.terminate()
+        try:
+            process.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait(timeout=5)
+        log.close()
+
+
+def per_call(function: Callable[[], object], calls: int) -> float:
+    """Mean microseconds per call."""
+    start = time.perf_counter()
+    for _ in range(calls):
+        function()
+    return (time.perf_counter() - start) / calls * 1e6
+
+
+def mb_per_s(function: Callable[[], object], size: int) -> float:
+    start = time.perf_counter()
+    function()
+    return size / (time.perf_counter() - start) / 1e6
+
+
+def latencies(function: Callable[[], object], calls: int) -> list[float]:
+    """Microseconds of each call."""
+    result = []
+    for _ in range(calls):
+        start = time.perf_counter()
+        function()
+        result.append((time.perf_counter() - start) * 1e6)
+    return result
+
+
+def busy_latency(client: BenchClient, calls: int) -> float:
+    """Median latency of `ping` while the example's random stream runs at full speed in the event loop."""
+    started, stop = threading.Event(), threading.Event()
+    reader = threading.Thread(target=client.stream_until, args=("random_stream", started, stop))
+    reader.start()
+    try:
+        if not started.wait(30):
+            raise RuntimeError("the stream did not start")
+        return statistics.median(latencies(client.ping, calls))
+    finally:
+        stop.set()
+        reader.join(30)
+
+
+def import_seconds(module: str) -> float:
+    """Wall time of a fresh interpreter importing `module`, minus one importing nothing."""
+
+    def run(code: str) -> float:
+        start = time.perf_counter()
+        subprocess.run([sys.executable, "-c", code], check=True)
+        return time.perf_counter() - start
+
+    return run(f"import {module}") - run("pass")
+
+
+def measure_round(client: BenchClient, mode: str, sizes: dict[str, int], source: Path, out: Samples) -> None:
+    """One round of every figure for one mode, recorded under `out[f"{mode} {figure}"]`."""
+
+    def record(name: str, value: float) -> None:
+        out[f"{mode} {name}"].append(value)
+
+    n = sizes["calls"]
+    record("ping us", per_call(client.ping, n))
+    record("ping_sync us", per_call(client.ping_sync, n))
+    record("configure us", per_call(lambda: client.configure("bench", 3), n))
+    record("status us", per_call(client.status, n))
+    record("slow_task(0) us", per_call(lambda: client.slow_task(0), n))
+
+    items = sizes["items"]
+    record("count items/s", items / per_call(lambda: client.count(items), 1) * 1e6)
+    record("slow_generator items/s", items / per_call(lambda: sum(1 for _ in client.slow_generator(items, 0)), 1) * 1e6)
+
+    size = sizes["bytes"]
+    record("ceiling MB/s", mb_per_s(lambda: client.drain("constant_stream", size), size))
+    record("fast save_random MB/s", mb_per_s(lambda: client.save_random(os.devnull, size), size))
+    record("naive 64KiB MB/s", mb_per_s(lambda: client.naive_read("random_stream_64k", size // 4), size // 4))
+    record("naive 256KiB MB/s", mb_per_s(lambda: client.naive_read("random_stream", size // 4), size // 4))
+    record("upload MB/s", mb_per_s(lambda: client.upload(source, "bench.bin"), size))
+    record("upload to sink MB/s", mb_per_s(lambda: client.upload_sink(source), size))
+
+    record("idle ping latency us", statistics.median(latencies(client.ping, sizes["latency"])))
+    record("busy ping latency us", busy_latency(client, sizes["latency"]))
+
+
+def rss_growth(client: BenchClient, mode: str, source: Path, size: int, out: Samples) -> None:
+    """Peak resident memory growth in MiB, per process, while moving `size` bytes each way."""
+    for name, move in [
+        ("save_random", lambda: client.save_random(os.devnull, size)),
+        ("upload", lambda: client.upload(source, "rss.bin")),
+    ]:
+        local, remote = memory(reset=True), client.memory(reset=True)
+        move()
+        local_after, remote_after = memory(), client.memory()
+        if mode == "serve":  # driver and client share this process
+            out[f"serve {name} RSS growth MiB"].append((local_after["VmHWM"] - local["VmRSS"]) / 1024)
+        else:
+            out[f"{mode} {name} client RSS growth MiB"].append((local_after["VmHWM"] - local["VmRSS"]) / 1024)
+            out[f"{mode} {name} exporter RSS growth MiB"].append((remote_after["VmHWM"] - remote["VmRSS"]) / 1024)
+
+
+def ratios(samples: Samples, numerator: str, denominator: str) -> list[float]:
+    """Per-round ratios of two figures measured in the same rounds."""
+    return [a / b for a, b in zip(samples[numerator], samples[denominator], strict=True)]
+
+
+def print_table(rows: dict[str, list[float]]) -> None:
+    width = max(len(name) for name in rows)
+    print(f"{'figure':<{width}}  {'min':>10}  {'median':>10}  {'max':>10}")
+    for name, values in rows.items():
+        print(f"{name:<{width}}  {min(values):>10.3g}  {statistics.median(values):>10.3g}  {max(values):>10.3g}")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--quick", action="store_true", help="one tiny round, to check the benchmark runs")
+    parser.add_argument("--rounds", type=int, default=5, help="rounds of every figure (default: 5)")
+    args = parser.parse_args()
+    rounds = 1 if args.quick else args.rounds
+    sizes = (
+        {"calls": 20, "items": 100, "bytes": 4 * MiB, "latency": 10, "rss": 16 * MiB}
+        if args.quick
+        else {"calls": 200, "items": 2000, "bytes": 64 * MiB, "latency": 100, "rss": 256 * MiB}
+    )
+    started = time.monotonic()
+    samples: Samples = defaultdict(list)
+    # tmpfs when there is one: the upload figures measure the transport, not this machine's disk.
+    scratch = "/dev/shm" if Path("/dev/shm").is_dir() else None
+    with tempfile.TemporaryDirectory(dir=scratch, prefix="jumpstarter-bench-") as tmp:
+        workdir = Path(tmp)
+        source = workdir / "source.bin"
+        upload_dir = workdir / "uploads"
+        with source.open("wb") as file:
+            file.write(os.urandom(sizes["bytes"]))
+        with (
+            serve(BenchDriver(device_id="bench-01", upload_dir=str(upload_dir / "serve"))) as local,
+            exporter_client(workdir, upload_dir / "exporter") as remote,
+        ):
+            clients = {"serve": local, "exporter": remote}
+            for client in clients.values():  # warm up connections, caches and the random pool
+                measure_round(client, "warmup", {k: max(1, v // 16) for k, v in sizes.items()}, source, samples)
+            for _ in range(rounds):
+                samples["import jumpstarter.client s"].append(import_seconds("jumpstarter.client"))
+                samples["import template client s"].append(import_seconds("jumpstarter_driver_template.client"))
+                for mode, client in clients.items():
+                    measure_round(client, mode, sizes, source, samples)
+            rss_source = workdir / "rss.bin"
+            with rss_source.open("wb") as file:
+                file.truncate(sizes["rss"])  # sparse: reading it costs no memory
+            for mode, client in clients.items():
+                rss_growth(client, mode, rss_source, sizes["rss"], samples)
+    rows = {name: values for name, values in samples.items() if not name.startswith("warmup")}
+
+    # Paired ratios: each round's figure over the same round's baseline.
+    targets: list[tuple[str, str, str, str, float]] = []  # label, numerator, denominator, >= or <=, bound
+    for mode in clients:
+        targets += [
+            (f"{mode} fast/naive64K", f"{mode} fast save_random MB/s", f"{mode} naive 64KiB MB/s", ">=", 3.0),
+            (f"{mode} fast/ceiling", f"{mode} fast save_random MB/s", f"{mode} ceiling MB/s", ">=", 0.7),
+            (f"{mode} upload/ceiling", f"{mode} upload MB/s", f"{mode} ceiling MB/s", ">=", 0.5),
+            (f"{mode} busy/idle latency", f"{mode} busy ping latency us", f"{mode} idle ping latency us", "<=", 3.0),
+            (f"{mode} configure/ping_sync", f"{mode} configure us", f"{mode} ping_sync us", "<=", 1.1),
+            (f"{mode} status/ping_sync", f"{mode} status us", f"{mode} ping_sync us", "<=", 1.1),
+            (f"{mode} slow_task/ping", f"{mode} slow_task(0) us", f"{mode} ping us", "<=", 1.1),
+        ]
+    targets.append(("client import", "import template client s", "import jumpstarter.client s", "<=", 1.05))
+    info = []
+    for mode in clients:
+        info += [
+            (f"{mode} configure/ping(async)", f"{mode} configure us", f"{mode} ping us"),
+            (f"{mode} slow_generator/count", f"{mode} slow_generator items/s", f"{mode} count items/s"),
+            (f"{mode} sink/ceiling", f"{mode} upload to sink MB/s", f"{mode} ceiling MB/s"),
+            (f"{mode} naive256K/ceiling", f"{mode} naive 256KiB MB/s", f"{mode} ceiling MB/s"),
+        ]
+    for label, numerator, denominator, *_ in targets:
+        rows[f"ratio {label}"] = ratios(samples, numerator, denominator)
+    for label, numerator, denominator in info:
+        rows[f"ratio {label}"] = ratios(samples, numerator, denominator)
+
+    print_table(rows)
+    print(f"({rounds} rounds, {time.monotonic() - started:.0f} s)")
+
+    verdicts = []
+    for label, numerator, denominator, op, bound in targets:
+        value = statistics.median(ratios(samples, numerator, denominator))
+        ok = value >= bound if op == ">=" else value <= bound
+        verdicts.append(f"{label} {value:.2f}x ({op}{bound:g} {'PASS' if ok else 'FAIL'})")
+    rss = {name: max(values) for name, values in rows.items() if name.endswith("RSS growth MiB")}
+    worst = max(rss, key=rss.get)
+    verdicts.append(f"RSS growth {rss[worst]:.1f} MiB max ({worst}) (<32 {'PASS' if rss[worst] < 32 else 'FAIL'})")
+    print("SUMMARY " + "; ".join(verdicts))
+
+
+if __name__ == "__main__":
+    main()
