@@ -251,7 +251,7 @@ class ExampleCustom(Driver):
 
                 def write(chunks: list[bytes]) -> None:
                     for chunk in chunks:
-                        digest.update(chunk)  # hashlib releases the GIL on large buffers
+                        digest.update(chunk)  # hashlib releases the GIL: the event loop keeps running
                     file.writelines(chunks)
 
                 # Disk writes and hashing block: do them in a worker thread, off the event loop, a batch
