@@ -7,10 +7,13 @@ on PYTHONPATH), so it is a top-level module, not part of the package.
 from __future__ import annotations
 
 import re
+import resource
 import threading
+import time
 from collections.abc import AsyncGenerator, AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
+from typing import Any
 
 import anyio
 from anyio import to_thread
@@ -40,6 +43,19 @@ class BenchDriver(ExampleCustom):
     @export
     def ping_sync(self) -> None:
         """Baseline for sync unary calls: does nothing, in a worker thread like every sync method."""
+
+    # The same arguments and results as configure and status, without their logic: what the framework's
+    # encoding of those values costs (pydantic + protobuf Value on both ends).
+    @export
+    def echo_settings(self, label: str, level: int) -> dict[str, Any]:
+        """Baseline for configure: its arguments in, a Settings-shaped dict out, nothing checked or logged."""
+        return {"label": label, "level": level}
+
+    @export
+    def echo_status(self) -> dict[str, Any]:
+        """Baseline for status: a Status-shaped dict out."""
+        settings = {"label": "default", "level": 0}
+        return {"device_id": self.device_id, "settings": settings, "active_tasks": 0, "open_streams": 0}
 
     @export
     async def count(self, count: int) -> AsyncGenerator[int, None]:
@@ -71,9 +87,9 @@ class BenchDriver(ExampleCustom):
         return received
 
     @export
-    def memory(self, reset: bool) -> dict[str, int]:
-        """This process's resident set and its peak, in KiB; `reset` restarts the peak from now."""
-        return memory(reset)
+    def usage(self, reset: bool) -> dict[str, float]:
+        """This process's resident set and its peak (KiB) and CPU time (s); `reset` restarts the peak."""
+        return usage(reset)
 
 
 class ConstantStream(ByteStream):
@@ -99,12 +115,14 @@ class ConstantStream(ByteStream):
         self._closed = True
 
 
-def memory(reset: bool = False) -> dict[str, int]:
-    """VmRSS and VmHWM of this process in KiB (Linux); writing 5 to clear_refs resets VmHWM to VmRSS."""
+def usage(reset: bool = False) -> dict[str, float]:
+    """VmRSS and VmHWM (KiB, Linux) and CPU seconds of this process; writing 5 to clear_refs resets VmHWM."""
     if reset:
         Path("/proc/self/clear_refs").write_text("5")
     status = Path("/proc/self/status").read_text()
-    return {key: int(re.search(rf"{key}:\s+(\d+)", status).group(1)) for key in ("VmRSS", "VmHWM")}
+    figures = {key: float(re.search(rf"{key}:\s+(\d+)", status).group(1)) for key in ("VmRSS", "VmHWM")}
+    rusage = resource.getrusage(resource.RUSAGE_SELF)  # all threads: the loop, workers, gRPC's own
+    return figures | {"cpu": rusage.ru_utime + rusage.ru_stime}
 
 
 class BenchClient(ExampleCustomClient):
@@ -118,6 +136,14 @@ class BenchClient(ExampleCustomClient):
         """Call the sync baseline."""
         self.call("ping_sync")
 
+    def echo_settings(self) -> None:
+        """Call the payload baseline of configure."""
+        self.call("echo_settings", "bench", 3)
+
+    def echo_status(self) -> None:
+        """Call the payload baseline of status."""
+        self.call("echo_status")
+
     def count(self, count: int) -> int:
         """Iterate the streaming baseline with the blocking client, as `slow_generator` is."""
         n = 0
@@ -125,9 +151,9 @@ class BenchClient(ExampleCustomClient):
             n += 1
         return n
 
-    def memory(self, reset: bool = False) -> dict[str, int]:
-        """The exporter process's memory figures."""
-        return {k: int(v) for k, v in self.call("memory", reset).items()}
+    def usage(self, reset: bool = False) -> dict[str, float]:
+        """The exporter process's memory and CPU figures."""
+        return self.call("usage", reset)
 
     def drain(self, method: str, size: int) -> int:
         """The in-loop ceiling: read `size` bytes of a byte stream inside the event loop and drop them."""
@@ -151,6 +177,30 @@ class BenchClient(ExampleCustomClient):
                 received += len(await stream.receive())
                 started.set()
         return received
+
+    def ping_latencies(self, calls: int, busy_stream: str | None = None) -> list[float]:
+        """Seconds of each of `calls` pings made from the event loop, alone or next to a full-speed byte stream."""
+        return self.portal.call(self._ping_latencies_async, calls, busy_stream)
+
+    async def _ping_latencies_async(self, calls: int, busy_stream: str | None) -> list[float]:
+        result = []
+        async with anyio.create_task_group() as tg:
+            if busy_stream is not None:
+                started = anyio.Event()
+                tg.start_soon(self._stream_forever, busy_stream, started)
+                await started.wait()
+            for _ in range(calls):
+                start = time.perf_counter()
+                await self.call_async("ping")
+                result.append(time.perf_counter() - start)
+            tg.cancel_scope.cancel()
+        return result
+
+    async def _stream_forever(self, method: str, started: anyio.Event) -> None:
+        async with self._open_stream(method) as stream:
+            while True:
+                await stream.receive()
+                started.set()
 
     def naive_read(self, method: str, size: int) -> int:
         """The slow way: a blocking `receive()` per 64 KiB-ish chunk, one thread hop each."""
