@@ -22,7 +22,7 @@ from jumpstarter.client.core import DriverError
 from jumpstarter.client.decorators import driver_click_group
 from jumpstarter.streams.progress import ProgressAttribute
 
-from .common import LEVEL_MAX, LEVEL_MIN, UPLOAD_CHUNK, Settings, Status, UploadResult
+from .common import LEVEL_MAX, LEVEL_MIN, STREAM_CHUNK, Settings, Status, UploadResult
 
 READ_LIMIT = 64 * 1024 * 1024
 """`read_random` returns bytes in memory: above this, use `save_random`."""
@@ -228,13 +228,13 @@ class _FileSource(ObjectStream[bytes]):
         self.sha256 = hashlib.sha256()
         self._error: Exception | None = None
         # Two batches in flight: one being sent, one being read.
-        self._ready, self._chunks = anyio.create_memory_object_stream[bytes](2 * IO_BATCH // UPLOAD_CHUNK)
+        self._ready, self._chunks = anyio.create_memory_object_stream[bytes](2 * IO_BATCH // STREAM_CHUNK)
 
     def _read(self) -> list[bytes]:
-        # Each chunk is one gRPC message (UPLOAD_CHUNK bytes); a batch of them is one thread hop.
+        # Each chunk is one gRPC message (STREAM_CHUNK bytes); a batch of them is one thread hop.
         chunks = []
-        for _ in range(IO_BATCH // UPLOAD_CHUNK):
-            chunk = self._file.read(UPLOAD_CHUNK)
+        for _ in range(IO_BATCH // STREAM_CHUNK):
+            chunk = self._file.read(STREAM_CHUNK)
             if not chunk:
                 break
             self.sha256.update(chunk)  # hashlib releases the GIL: the event loop keeps running
