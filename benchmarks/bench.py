@@ -233,11 +233,16 @@ def ratios(samples: Samples, numerator: str, denominator: str) -> list[float]:
     return [a / b for a, b in zip(samples[numerator], samples[denominator], strict=True)]
 
 
+def number(value: float) -> str:
+    return f"{value:,.0f}" if abs(value) >= 100 else f"{value:.3g}"
+
+
 def print_table(rows: dict[str, list[float]]) -> None:
     width = max(len(name) for name in rows)
-    print(f"{'figure':<{width}}  {'min':>10}  {'median':>10}  {'max':>10}")
+    print(f"{'figure':<{width}}  {'min':>9}  {'median':>9}  {'max':>9}")
     for name, values in rows.items():
-        print(f"{name:<{width}}  {min(values):>10.3g}  {statistics.median(values):>10.3g}  {max(values):>10.3g}")
+        low, middle, high = (number(v) for v in (min(values), statistics.median(values), max(values)))
+        print(f"{name:<{width}}  {low:>9}  {middle:>9}  {high:>9}")
 
 
 def main() -> None:
