@@ -7,7 +7,8 @@ Run from the repository root:
 
 Every round measures each figure once in each mode, in the same order, so a noisy machine slows a
 figure and its baseline alike: targets are judged on the median of per-round ratios. Absolute
-numbers depend on the machine; the ratios are what to compare.
+numbers depend on the machine; the ratios are what to compare. Linux only: memory figures come
+from /proc.
 """
 
 from __future__ import annotations
@@ -58,6 +59,8 @@ def exporter_client(workdir: Path, upload_dir: Path) -> Iterator[BenchClient]:
         port = s.getsockname()[1]
     passphrase = secrets.token_hex(16)
     jmp = Path(sys.executable).with_name("jmp")
+    if not jmp.exists():
+        raise SystemExit(f"{jmp} not found: run with `uv run` (jumpstarter-cli is a dev dependency)")
     command = [str(jmp), "run", "--exporter-config", str(config), "--tls-grpc-listener", f"127.0.0.1:{port}"]
     command += ["--tls-grpc-insecure", "--passphrase", passphrase]
     env = os.environ | {"PYTHONPATH": os.pathsep.join([str(HERE), os.environ.get("PYTHONPATH", "")])}

@@ -301,12 +301,16 @@ class RandomStream(ByteStream):
 
     `random.randbytes` makes about 340 MB/s, less than a byte stream carries, so it would measure
     the generator instead of the transport: each chunk is a slice, at a random offset, of a pool
-    of random bytes generated once per process.
+    of random bytes generated once per process (so data repeats: fine for a stand-in).
     """
 
     def __init__(self, chunk: int = STREAM_CHUNK) -> None:
         self._chunk = chunk
         self._closed = False
+
+    async def __aenter__(self) -> RandomStream:
+        await to_thread.run_sync(_random_pool)  # the first stream makes the pool, off the event loop
+        return self
 
     async def receive(self, max_bytes: int | None = None) -> bytes:
         # The framework pumps the stream with `async for`, which calls receive() without max_bytes:
