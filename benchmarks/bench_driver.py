@@ -22,6 +22,7 @@ from anyio.lowlevel import checkpoint
 from jumpstarter.driver import export, exportstream
 from pydantic.dataclasses import dataclass
 
+# _FileSource: the upload ceiling must read the file exactly as `upload` does, minus the driver's storing.
 from jumpstarter_driver_template.client import ExampleCustomClient, _FileSource
 from jumpstarter_driver_template.common import STREAM_CHUNK
 from jumpstarter_driver_template.driver import CONFIG, ExampleCustom, RandomStream
