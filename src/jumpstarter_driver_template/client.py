@@ -26,6 +26,8 @@ from .common import LEVEL_MAX, LEVEL_MIN, STREAM_CHUNK, Settings, Status, Upload
 
 READ_LIMIT = 64 * 1024 * 1024
 """`read_random` returns bytes in memory: above this, use `save_random`."""
+IO_BATCH = 1024 * 1024
+"""Bytes of local file I/O done per worker-thread hop by `save_random` and `upload`."""
 
 
 class ExampleCustomClient(DriverClient):
@@ -103,9 +105,22 @@ class ExampleCustomClient(DriverClient):
         return b"".join([chunk async for chunk in self._random_chunks(size)])
 
     async def _save_random_async(self, path: Path, size: int) -> int:
-        async with await anyio.open_file(path, "wb") as file:
+        file = await to_thread.run_sync(path.open, "wb")
+        try:
+            # File writes block, so they run in a worker thread; one thread hop per chunk would cost
+            # as much as the chunk's transfer, so chunks are collected into batches of IO_BATCH bytes.
+            batch: list[bytes] = []
+            batched = 0
             async for chunk in self._random_chunks(size):
-                await file.write(chunk)
+                batch.append(chunk)
+                batched += len(chunk)
+                if batched >= IO_BATCH:
+                    await to_thread.run_sync(file.writelines, batch)
+                    batch, batched = [], 0
+            if batch:
+                await to_thread.run_sync(file.writelines, batch)
+        finally:
+            await to_thread.run_sync(file.close)
         return size
 
     # Uploads: the client offers a stream as a *resource*, and passes its handle to a normal call.
@@ -119,7 +134,9 @@ class ExampleCustomClient(DriverClient):
         size = source.size if declared_size is None else declared_size  # tests declare a wrong one
         result, error = None, None
         with anyio.CancelScope() as transfer:
-            async with source, self.resource_async(source) as handle:
+            async with source, anyio.create_task_group() as reader, self.resource_async(source) as handle:
+                # Reading and hashing the next batch overlaps with sending this one.
+                reader.start_soon(source.read_ahead)
                 try:
                     result = UploadResult.model_validate(await self.call_async("upload", handle, name, size))
                 except Exception as e:  # raised below, not wrapped in the transfer's ExceptionGroup
@@ -226,23 +243,44 @@ def _format_status(status: Status) -> str:
 
 
 class _FileSource(ObjectStream[bytes]):
-    """A local file offered as a resource: read in large chunks, hashed as it is sent."""
+    """A local file offered as a resource, read and hashed ahead of the transfer by `read_ahead`."""
 
     def __init__(self, path: Path) -> None:
         self._file = path.open("rb")
         self.size = os.fstat(self._file.fileno()).st_size
         self.sha256 = hashlib.sha256()
+        self._error: Exception | None = None
+        # Two batches in flight: one being sent, one being read.
+        self._ready, self._chunks = anyio.create_memory_object_stream[bytes](2 * IO_BATCH // STREAM_CHUNK)
 
-    def _read(self) -> bytes:
-        chunk = self._file.read(STREAM_CHUNK)
-        self.sha256.update(chunk)  # hashlib releases the GIL: both happen in the worker thread
-        return chunk
+    def _read(self) -> list[bytes]:
+        # Each chunk is one gRPC message (STREAM_CHUNK bytes); a batch of them is one thread hop.
+        chunks = []
+        for _ in range(IO_BATCH // STREAM_CHUNK):
+            chunk = self._file.read(STREAM_CHUNK)
+            if not chunk:
+                break
+            self.sha256.update(chunk)  # hashlib releases the GIL: the event loop keeps running
+            chunks.append(chunk)
+        return chunks
+
+    async def read_ahead(self) -> None:
+        """Read the file in a worker thread, a batch per hop, into the buffer `receive` takes from."""
+        async with self._ready:
+            try:
+                while chunks := await to_thread.run_sync(self._read):
+                    for chunk in chunks:
+                        await self._ready.send(chunk)
+            except Exception as e:  # raised by receive(), where the transfer sees it
+                self._error = e
 
     async def receive(self) -> bytes:
-        chunk = await to_thread.run_sync(self._read)
-        if not chunk:
-            raise EndOfStream
-        return chunk
+        try:
+            return await self._chunks.receive()
+        except EndOfStream:
+            if self._error is not None:
+                raise self._error from None
+            raise
 
     async def send(self, item: Any) -> None:
         pass  # the exporter sends nothing back on an upload
@@ -251,6 +289,8 @@ class _FileSource(ObjectStream[bytes]):
         pass
 
     async def aclose(self) -> None:
+        self._chunks.close()
+        self._ready.close()
         self._file.close()
 
     @property

@@ -14,7 +14,8 @@ LEVEL_MIN = 0
 LEVEL_MAX = 10
 STREAM_CHUNK = 256 * 1024
 """Bytes per message on byte streams and uploads: large enough to amortize the per-message
-cost, far below gRPC's 4 MiB message cap."""
+cost, far below gRPC's 4 MiB message cap. Measured (benchmarks/): 64 KiB messages reach half
+the throughput, 2 MiB messages a third; 512 KiB uploads are no faster and buffer twice the memory."""
 
 
 class Settings(BaseModel):
