@@ -173,8 +173,8 @@ def measure_round(client: BenchClient, mode: str, sizes: dict[str, int], source:
         "ping_sync us": client.ping_sync,
         "configure us": lambda: client.configure("bench", 3),
         "echo_settings us": client.echo_settings,
-        "status us": client.status,
-        "echo_status us": client.echo_status,
+        "state us": client.state,
+        "echo_state us": client.echo_state,
         "slow_task(0) us": lambda: client.slow_task(0),
     }
     blocks = 10
@@ -340,12 +340,12 @@ def main() -> None:
                 lambda mode=mode: why_payload(mode, "configure", "echo_settings"),
             ),
             (
-                f"{mode} status/ping_sync",
-                f"{mode} status us",
+                f"{mode} state/ping_sync",
+                f"{mode} state us",
                 f"{mode} ping_sync us",
                 "<=",
                 1.1,
-                lambda mode=mode: why_payload(mode, "status", "echo_status"),
+                lambda mode=mode: why_payload(mode, "state", "echo_state"),
             ),
             (f"{mode} slow_task/ping", f"{mode} slow_task(0) us", f"{mode} ping us", "<=", 1.1, None),
         ]
@@ -355,7 +355,7 @@ def main() -> None:
         info += [
             (f"{mode} configure/ping(async)", f"{mode} configure us", f"{mode} ping us"),
             (f"{mode} configure/echo_settings", f"{mode} configure us", f"{mode} echo_settings us"),
-            (f"{mode} status/echo_status", f"{mode} status us", f"{mode} echo_status us"),
+            (f"{mode} state/echo_state", f"{mode} state us", f"{mode} echo_state us"),
             (f"{mode} slow_generator/count", f"{mode} slow_generator items/s", f"{mode} count items/s"),
             (f"{mode} sink/ceiling", f"{mode} upload to sink MB/s", f"{mode} ceiling MB/s"),
             (f"{mode} upload/sink", f"{mode} upload MB/s", f"{mode} upload to sink MB/s"),

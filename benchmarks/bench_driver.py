@@ -45,7 +45,7 @@ class BenchDriver(ExampleCustom):
     def ping_sync(self) -> None:
         """Baseline for sync unary calls: does nothing, in a worker thread like every sync method."""
 
-    # The same arguments and results as configure and status, without their logic: what the framework's
+    # The same arguments and results as configure and state, without their logic: what the framework's
     # encoding of those values costs (pydantic + protobuf Value on both ends).
     @export
     def echo_settings(self, label: str, level: int) -> dict[str, Any]:
@@ -53,8 +53,8 @@ class BenchDriver(ExampleCustom):
         return {"label": label, "level": level}
 
     @export
-    def echo_status(self) -> dict[str, Any]:
-        """Baseline for status: a Status-shaped dict out."""
+    def echo_state(self) -> dict[str, Any]:
+        """Baseline for state: a State-shaped dict out."""
         settings = {"label": "default", "level": 0}
         return {"device_id": self.device_id, "settings": settings, "active_tasks": 0, "open_streams": 0}
 
@@ -141,9 +141,9 @@ class BenchClient(ExampleCustomClient):
         """Call the payload baseline of configure."""
         self.call("echo_settings", "bench", 3)
 
-    def echo_status(self) -> None:
-        """Call the payload baseline of status."""
-        self.call("echo_status")
+    def echo_state(self) -> None:
+        """Call the payload baseline of state."""
+        self.call("echo_state")
 
     def count(self, count: int) -> int:
         """Iterate the streaming baseline with the blocking client, as `slow_generator` is."""

@@ -20,7 +20,7 @@ def test_exporter_serves_sessions_in_a_row(exporter: Exporter):
 
     # `jmp run` in direct mode holds one lease from start to stop: reset() ran once, when it started,
     # so a session sees what the previous one left. Through a controller, each lease starts afresh.
-    second = exporter.shell("j", "custom", "status")
+    second = exporter.shell("j", "custom", "state")
     assert second.returncode == 0, second.stdout
     assert "device_id=bench-01 label=first level=1 active_tasks=0 open_streams=0" in second.stdout
 
@@ -37,7 +37,7 @@ def test_wrong_or_missing_passphrase_is_refused(exporter: Exporter, passphrase: 
     assert AUTH_FAILED in result.stdout
     assert "COMMAND RAN" not in result.stdout
     with exporter.client() as client:  # the exporter is still serving
-        assert client.custom.status().device_id == "bench-01"
+        assert client.custom.state().device_id == "bench-01"
 
 
 def test_hardware_tests_pass_inside_jmp_shell(exporter: Exporter):

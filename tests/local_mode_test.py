@@ -53,7 +53,7 @@ def session(tmp_path_factory: pytest.TempPathFactory) -> Session:
         echo "after off:"
         j power read
         j custom configure soak 3
-        j custom status
+        j custom state
         j custom slow-task 0.1
         j custom slow-generator -n 3 -i 0
         j custom random 16
@@ -103,7 +103,7 @@ def test_driver_error_reaches_the_terminal(session: Session):
 
 def test_next_local_session_starts_from_defaults(session: Session):
     """Every `jmp shell --exporter-config` is a new lease: reset() forgets settings, partial uploads are gone."""
-    out = local_shell(session.config, "j custom status")
+    out = local_shell(session.config, "j custom state")
     assert "label=default level=0" in out
     assert sorted(p.name for p in session.upload_dir.iterdir()) == ["firmware.bin"]
 

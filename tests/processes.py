@@ -164,7 +164,7 @@ def exporter_process(config: Path, upload_dir: Path) -> Iterator[Exporter]:
                 raise AssertionError(f"jmp run exited with status {process.returncode}")
             try:
                 with exporter.client() as client:
-                    return client.custom.status().device_id == "bench-01"
+                    return client.custom.state().device_id == "bench-01"
             except Exception:
                 return False
 

@@ -40,8 +40,8 @@ def partial_uploads(exporter: Exporter) -> list[str]:
 
 def idle(exporter: Exporter, custom: Any) -> bool:
     """No task running, no byte stream open and no upload in progress on the exporter."""
-    status = custom.status()
-    return status.active_tasks == 0 and status.open_streams == 0 and not partial_uploads(exporter)
+    state = custom.state()
+    return state.active_tasks == 0 and state.open_streams == 0 and not partial_uploads(exporter)
 
 
 # Load
@@ -73,7 +73,7 @@ def run_client(exporter: Exporter, index: int, source: Path, start_together: thr
                         result = custom.upload(source, f"load-{index}.bin")
                         ok = (result.size, result.sha256) == (source.stat().st_size, source_sha)
                     case _:
-                        ok = custom.status().device_id == "bench-01"
+                        ok = custom.state().device_id == "bench-01"
                 if not ok:
                     problems.append(f"client {index} call {i} ({i % 6}): wrong result")
             except Exception as e:
@@ -146,7 +146,7 @@ def test_client_killed_mid_stream_and_mid_upload(exporter: Exporter, remote: Any
         # Both transfers are under way: the stream is open and the partial upload has data in it.
         wait_for(
             lambda: (
-                custom.status().open_streams == 1
+                custom.state().open_streams == 1
                 and any(p.stat().st_size > 0 for p in exporter.upload_dir.glob(".disk.img.*.partial"))
             ),
             timeout=60,
@@ -176,10 +176,10 @@ def test_abandoned_calls_stop_on_the_exporter(remote: Any, exporter: Exporter):
     numbers = custom.slow_generator(1000, 60)  # would run for 16 hours
     assert next(numbers) == 0
     task = custom.portal.start_task_soon(custom.call_async, "slow_task", 600)
-    wait_for(lambda: custom.status().active_tasks == 2, what="both calls running")
+    wait_for(lambda: custom.state().active_tasks == 2, what="both calls running")
     numbers.close()
     task.cancel()
-    wait_for(lambda: custom.status().active_tasks == 0, what="no task left running")
+    wait_for(lambda: custom.state().active_tasks == 0, what="no task left running")
 
 
 def test_killed_client_leaves_no_task_running(remote: Any, exporter: Exporter):
@@ -189,11 +189,11 @@ def test_killed_client_leaves_no_task_running(remote: Any, exporter: Exporter):
     script = "j custom slow-task 600 & j custom slow-generator -n 1000 -i 60 & wait"
     client = start(exporter.shell_args("sh", "-c", script))
     try:
-        wait_for(lambda: custom.status().active_tasks == 2, timeout=60, what="both calls running")
+        wait_for(lambda: custom.state().active_tasks == 2, timeout=60, what="both calls running")
     finally:
         stop_group(client, signal.SIGKILL)
     # Both calls would run for minutes more: reaching zero means the exporter cancelled them.
-    wait_for(lambda: custom.status().active_tasks == 0, what="no task left running")
+    wait_for(lambda: custom.state().active_tasks == 0, what="no task left running")
 
 
 # Bad input: every exported method, over the network
@@ -227,7 +227,7 @@ def test_bad_arguments_are_invalid_argument(remote: Any, exporter: Exporter, met
             list(remote.custom.streamingcall(method, *args))
         else:
             remote.custom.call(method, *args)
-    assert remote.custom.status().device_id == "bench-01"
+    assert remote.custom.state().device_id == "bench-01"
     assert exporter.process.poll() is None
 
 
@@ -257,7 +257,7 @@ def test_bad_upload_arguments_write_nothing(remote: Any, exporter: Exporter, tmp
 
 @pytest.mark.parametrize(
     ("driver", "method", "streaming"),
-    [("custom", "status", False), ("power", "on", False), ("power", "off", False), ("power", "read", True)],
+    [("custom", "state", False), ("power", "on", False), ("power", "off", False), ("power", "read", True)],
 )
 def test_unexpected_arguments_are_refused(remote: Any, driver: str, method: str, streaming: bool):
     """Methods without parameters refuse arguments with an error that says so (Jumpstarter sends it as UNKNOWN)."""
@@ -287,7 +287,7 @@ def test_only_exported_methods_can_be_called(remote: Any, driver: str, method: s
     """A method that is not @export-ed cannot be called remotely; the exporter keeps serving."""
     with pytest.raises(DriverMethodNotImplemented, match=f"method {method} (missing marker|not found)"):
         getattr(remote, driver).call(method)
-    assert remote.custom.status().device_id == "bench-01"
+    assert remote.custom.state().device_id == "bench-01"
 
 
 # Lifecycle, end to end

@@ -22,7 +22,7 @@ from jumpstarter.client.core import DriverError
 from jumpstarter.client.decorators import driver_click_group
 from jumpstarter.streams.progress import ProgressAttribute
 
-from .common import LEVEL_MAX, LEVEL_MIN, STREAM_CHUNK, Settings, Status, UploadResult
+from .common import LEVEL_MAX, LEVEL_MIN, STREAM_CHUNK, Settings, State, UploadResult
 
 READ_LIMIT = 64 * 1024 * 1024
 """`read_random` returns bytes in memory: above this, use `save_random`."""
@@ -39,11 +39,10 @@ class ExampleCustomClient(DriverClient):
         """Store a label and a level (0-10) on the device."""
         return Settings.model_validate(self.call("configure", label, level))
 
-    # Jumpstarter 0.9's client base has a `status` property (the exporter's cached lease status, used on
-    # the lease's root client); a driver client may replace it with its own call, as this one does.
-    def status(self) -> Status:  # type: ignore[override]
+    # Not `status`: Jumpstarter's client base already has a `status` property (the lease's status).
+    def state(self) -> State:
         """Report the device's settings and what the driver is doing."""
-        return Status.model_validate(self.call("status"))
+        return State.model_validate(self.call("state"))
 
     def slow_task(self, seconds: float) -> str:
         """Run a task that takes `seconds` on the exporter and return its report."""
@@ -154,11 +153,11 @@ class ExampleCustomClient(DriverClient):
         return result
 
     # A client method can combine calls: clients are where device workflows live.
-    def combined_action(self, label: str, level: int, seconds: float = 0.0) -> Status:
-        """Configure the device, wait for a task to finish, and return its status."""
+    def combined_action(self, label: str, level: int, seconds: float = 0.0) -> State:
+        """Configure the device, wait for a task to finish, and return its state."""
         self.configure(label, level)
         self.slow_task(seconds)
-        return self.status()
+        return self.state()
 
     def cli(self) -> click.Group:
         """The `j custom ...` commands. Docstrings become `--help` text."""
@@ -175,9 +174,9 @@ class ExampleCustomClient(DriverClient):
             click.echo(_format_settings(self.configure(label, level)))
 
         @base.command()
-        def status() -> None:
+        def state() -> None:
             """Show the device's settings and activity."""
-            click.echo(_format_status(self.status()))
+            click.echo(_format_state(self.state()))
 
         @base.command()
         @click.argument("seconds", type=click.FloatRange(min=0))
@@ -216,8 +215,8 @@ class ExampleCustomClient(DriverClient):
         @click.argument("level", type=click.IntRange(LEVEL_MIN, LEVEL_MAX))
         @click.option("--seconds", "-s", type=click.FloatRange(min=0), default=0.0, show_default=True)
         def combined_action(label: str, level: int, seconds: float) -> None:
-            """Configure, run a task, and show the resulting status."""
-            click.echo(_format_status(self.combined_action(label, level, seconds)))
+            """Configure, run a task, and show the resulting state."""
+            click.echo(_format_state(self.combined_action(label, level, seconds)))
 
         return base
 
@@ -235,10 +234,10 @@ def _format_settings(settings: Settings) -> str:
     return f"label={settings.label} level={settings.level}"
 
 
-def _format_status(status: Status) -> str:
+def _format_state(state: State) -> str:
     return (
-        f"device_id={status.device_id} {_format_settings(status.settings)} "
-        f"active_tasks={status.active_tasks} open_streams={status.open_streams}"
+        f"device_id={state.device_id} {_format_settings(state.settings)} "
+        f"active_tasks={state.active_tasks} open_streams={state.open_streams}"
     )
 
 

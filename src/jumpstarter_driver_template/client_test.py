@@ -9,7 +9,7 @@ from jumpstarter.client.core import DriverError, DriverInvalidArgument
 from jumpstarter.common.utils import serve
 from pydantic.dataclasses import dataclass
 
-from .common import Status, UploadResult
+from .common import State, UploadResult
 from .driver import CONFIG, ExampleCustom, ExamplePower
 
 
@@ -50,20 +50,20 @@ def test_help_lists_every_command(custom):
     for line in [
         "Example custom driver",
         "configure        Store a label and a level (0-10) on the device.",
-        "status           Show the device's settings and activity.",
+        "state            Show the device's settings and activity.",
         "slow-task        Run a task that takes SECONDS on the exporter.",
         "slow-generator   Print numbers as the device produces them.",
         "random           Read SIZE random bytes: printed as hex, or written to...",
         "upload           Send the file at PATH to the exporter's upload directory.",
-        "combined-action  Configure, run a task, and show the resulting status.",
+        "combined-action  Configure, run a task, and show the resulting state.",
     ]:
         assert line in output
 
 
 def test_cli_configure_and_status(custom):
-    """`configure LABEL LEVEL` prints what was stored; `status` shows it."""
+    """`configure LABEL LEVEL` prints what was stored; `state` shows it."""
     assert run(custom, "configure", "soak", "3") == "label=soak level=3\n"
-    assert run(custom, "status") == "device_id=bench-01 label=soak level=3 active_tasks=0 open_streams=0\n"
+    assert run(custom, "state") == "device_id=bench-01 label=soak level=3 active_tasks=0 open_streams=0\n"
 
 
 def test_cli_configure_rejects_out_of_range_level(custom):
@@ -111,7 +111,7 @@ def test_cli_upload(custom, tmp_path):
 
 
 def test_cli_combined_action(custom):
-    """`combined-action LABEL LEVEL` configures, runs a task and prints the status."""
+    """`combined-action LABEL LEVEL` configures, runs a task and prints the state."""
     expected = "device_id=bench-01 label=burn-in level=4 active_tasks=0 open_streams=0\n"
     assert run(custom, "combined-action", "burn-in", "4", "-s", "0.01") == expected
 
@@ -120,8 +120,8 @@ def test_cli_combined_action(custom):
 
 
 def test_combined_action_returns_status(custom):
-    """combined_action returns a typed Status."""
-    assert custom.combined_action("x", 2) == Status.model_validate(
+    """combined_action returns a typed State."""
+    assert custom.combined_action("x", 2) == State.model_validate(
         {"device_id": "bench-01", "settings": {"label": "x", "level": 2}, "active_tasks": 0, "open_streams": 0}
     )
 

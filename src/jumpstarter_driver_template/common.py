@@ -25,7 +25,7 @@ class Settings(BaseModel):
     level: int = Field(ge=LEVEL_MIN, le=LEVEL_MAX)
 
 
-class Status(BaseModel):
+class State(BaseModel):
     """A snapshot of the driver's state, for clients and tests."""
 
     device_id: str

@@ -28,7 +28,7 @@ from jumpstarter_driver_power.driver import PowerInterface
 from pydantic import ConfigDict, Field
 from pydantic.dataclasses import dataclass
 
-from .common import LEVEL_MAX, LEVEL_MIN, STREAM_CHUNK, Settings, Status, UploadResult
+from .common import LEVEL_MAX, LEVEL_MIN, STREAM_CHUNK, Settings, State, UploadResult
 
 # Exporter YAML `config:` keys become keyword arguments of the driver dataclass. `extra="forbid"`
 # turns a typo into an error that names the key; pydantic checks every type. A plain stdlib
@@ -179,9 +179,9 @@ class ExampleCustom(Driver):
         return settings  # sent as a dict: the client re-validates it into Settings
 
     @export
-    def status(self) -> Status:
+    def state(self) -> State:
         """Report the device's settings and what the driver is doing."""
-        return Status(
+        return State(
             device_id=self.device_id,
             settings=self._settings,
             active_tasks=self._active_tasks,

@@ -111,13 +111,13 @@ def test_power_command_does_not_block_other_calls(tmp_path):
         assert list(power.read()) == [PowerReading(voltage=5.0, current=1.0)]
 
 
-# ExampleCustom: configure and status
+# ExampleCustom: configure and state
 
 
 def test_configure_returns_and_stores_settings(custom):
     """configure stores the settings and returns them as a typed model."""
     assert custom.configure("soak", 7) == Settings(label="soak", level=7)
-    assert custom.status().settings == Settings(label="soak", level=7)
+    assert custom.state().settings == Settings(label="soak", level=7)
 
 
 @pytest.mark.parametrize(
@@ -136,13 +136,13 @@ def test_configure_rejects_bad_arguments(custom, label, level, message):
     """Bad arguments are INVALID_ARGUMENT with a message naming them; the settings are unchanged."""
     with pytest.raises(DriverInvalidArgument, match=message):
         custom.configure(label, level)
-    assert custom.status().settings == Settings(label="default", level=0)
+    assert custom.state().settings == Settings(label="default", level=0)
 
 
 def test_status_reports_device_and_idle_driver(custom):
-    """status names the device and shows no activity when idle."""
-    status = custom.status()
-    assert (status.device_id, status.active_tasks, status.open_streams) == ("bench-01", 0, 0)
+    """state names the device and shows no activity when idle."""
+    state = custom.state()
+    assert (state.device_id, state.active_tasks, state.open_streams) == ("bench-01", 0, 0)
 
 
 def test_reset_restores_default_settings(upload_dir):
@@ -151,7 +151,7 @@ def test_reset_restores_default_settings(upload_dir):
     with serve(driver) as custom:
         custom.configure("previous-lease", 9)
         driver.reset()
-        assert custom.status().settings == Settings(label="default", level=0)
+        assert custom.state().settings == Settings(label="default", level=0)
 
 
 def test_unexported_methods_cannot_be_called(custom):
@@ -191,7 +191,7 @@ def test_slow_generator_items_arrive_before_it_ends(custom):
     items = custom.slow_generator(3, 1.5)
     assert next(items) == 0  # would take 3 s if items were collected before sending
     items.close()  # abandoning the stream cancels the generator on the exporter
-    _wait_for(lambda: custom.status().active_tasks == 0)
+    _wait_for(lambda: custom.state().active_tasks == 0)
 
 
 @pytest.mark.parametrize(
@@ -208,9 +208,9 @@ def test_slow_task_does_not_block_the_exporter(custom):
     """While slow_task waits, other calls are answered: async methods never block the event loop."""
     with ThreadPoolExecutor(1) as pool:
         waiting = pool.submit(custom.slow_task, 1)
-        _wait_for(lambda: custom.status().active_tasks == 1)
+        _wait_for(lambda: custom.state().active_tasks == 1)
         assert custom.configure("during", 1).label == "during"  # answered while the task waits
-        assert custom.status().active_tasks == 1
+        assert custom.state().active_tasks == 1
         assert waiting.result(timeout=10) == "bench-01: done after 1 s"
 
 
@@ -229,14 +229,14 @@ def test_random_stream_blocking_interface(custom):
     with custom.stream("random_stream") as stream:
         stream.send(b"ignored")
         assert len(stream.receive()) == STREAM_CHUNK
-        assert custom.status().open_streams == 1
+        assert custom.state().open_streams == 1
 
 
 def test_random_stream_is_closed_after_use(custom):
     """Once the client helper is done, the driver's end of the stream is closed."""
     for _ in range(3):
         custom.read_random(10)
-    _wait_for(lambda: custom.status().open_streams == 0)
+    _wait_for(lambda: custom.state().open_streams == 0)
 
 
 def _wait_for(condition, attempts: int = 500) -> None:

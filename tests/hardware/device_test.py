@@ -44,8 +44,8 @@ class TestBench(JumpstarterTest):
     def test_configure_round_trip(self, client):
         """Settings written to the device read back unchanged."""
         client.custom.configure("hardware-test", 4)
-        status = client.custom.status()
-        assert (status.settings.label, status.settings.level) == ("hardware-test", 4)
+        state = client.custom.state()
+        assert (state.settings.label, state.settings.level) == ("hardware-test", 4)
 
     def test_device_streams_data(self, client):
         """The device's byte stream delivers what was asked."""
