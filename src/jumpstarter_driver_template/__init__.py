@@ -1,1 +1,1 @@
-"""Example Jumpstarter drivers: start your own driver package from here."""
+"""Jumpstarter drivers: ExamplePower (a power switch) and ExampleCustom (a custom device), with its client."""

@@ -22,7 +22,7 @@ from jumpstarter.client.core import DriverError
 from jumpstarter.client.decorators import driver_click_group
 from jumpstarter.streams.progress import ProgressAttribute
 
-from .common import LEVEL_MAX, LEVEL_MIN, STREAM_CHUNK, Settings, State, UploadResult
+from .common import LEVEL_MAX, LEVEL_MIN, STREAM_CHUNK, Settings, State, UploadResult, check_upload_name
 
 READ_LIMIT = 64 * 1024 * 1024
 """`read_random` returns bytes in memory: above this, use `save_random`."""
@@ -50,7 +50,7 @@ class ExampleCustomClient(DriverClient):
 
     # Streaming calls: `self.streamingcall(name, *args)` yields each item as the driver yields it. Here the
     # loop is written out over `streamingcall_async`, so that a caller who stops early cancels the call.
-    def slow_generator(self, count: int, interval: float = 0.1) -> Generator[int, None, None]:
+    def slow_generator(self, count: int, interval: float = 0.5) -> Generator[int, None, None]:
         """Yield 0 to count-1 as the driver produces them, one every interval seconds."""
         items = self.portal.call(self.streamingcall_async, "slow_generator", count, interval)
         while True:
@@ -70,8 +70,8 @@ class ExampleCustomClient(DriverClient):
     # call into the client's event loop (`self.portal.call`) that loops on `stream_async`.
     def read_random(self, size: int) -> bytes:
         """Read `size` random bytes from the device's byte stream."""
-        if not 0 <= size <= READ_LIMIT:
-            raise ValueError(f"size must be between 0 and {READ_LIMIT} bytes, got {size}: use save_random")
+        if isinstance(size, bool) or not isinstance(size, int) or not 0 <= size <= READ_LIMIT:
+            raise ValueError(f"size must be an integer from 0 to {READ_LIMIT} bytes, got {size!r}: use save_random")
         return self.portal.call(self._read_random_async, size)
 
     def save_random(self, path: str | os.PathLike[str], size: int) -> int:
@@ -89,7 +89,8 @@ class ExampleCustomClient(DriverClient):
             finally:
                 # Jumpstarter 0.9 only half-closes a byte stream when the client leaves it, so the
                 # driver's stream (a serial port, a socket...) stays open until the client disconnects.
-                # Cancelling the gRPC call ends the exporter's side now.
+                # Cancelling the gRPC call ends the exporter's side now. 0.9-specific: `stream_async`
+                # yields a MetadataStream over a RouterStream whose `context` is the gRPC call.
                 stream.stream.context.cancel()
 
     async def _random_chunks(self, size: int) -> AsyncIterator[bytes]:
@@ -126,7 +127,8 @@ class ExampleCustomClient(DriverClient):
     def upload(self, path: str | os.PathLike[str], name: str | None = None) -> UploadResult:
         """Send a local file to the exporter, stored as `name` (default: the file's name)."""
         path = Path(path)
-        return self.portal.call(self._upload_async, path, name or path.name)
+        # Refuse a bad name before sending anything (the driver checks it too).
+        return self.portal.call(self._upload_async, path, check_upload_name(name or path.name))
 
     async def _upload_async(self, path: Path, name: str, declared_size: int | None = None) -> UploadResult:
         source = await to_thread.run_sync(_FileSource, path)
@@ -198,6 +200,8 @@ class ExampleCustomClient(DriverClient):
         def random(size: int, output: str | None) -> None:
             """Read SIZE random bytes: printed as hex, or written to --output."""
             if output is None:
+                if size > READ_LIMIT:
+                    raise click.UsageError(f"SIZE over {READ_LIMIT} bytes needs --output FILE")
                 click.echo(self.read_random(size).hex())
             else:
                 click.echo(f"wrote {self.save_random(output, size)} bytes to {output}")
@@ -225,7 +229,8 @@ async def _cancel_streaming_call(items: AsyncGenerator[Any, None]) -> None:
     """Cancel the gRPC call behind a `streamingcall_async` generator the caller has stopped reading."""
     with anyio.CancelScope() as scope:
         scope.cancel()
-        # Each read is cancelled where it waits for the next message; gRPC then cancels the call.
+        # The read is cancelled where it waits for the next message, and grpc.aio cancels the RPC
+        # whose read was cancelled: the exporter sees the client leave and stops the generator.
         async for _ in items:
             pass
 
@@ -259,7 +264,7 @@ class _FileSource(ObjectStream[bytes]):
             chunk = self._file.read(STREAM_CHUNK)
             if not chunk:
                 break
-            self.sha256.update(chunk)  # hashlib releases the GIL: the event loop keeps running
+            self.sha256.update(chunk)
             chunks.append(chunk)
         return chunks
 

@@ -1,6 +1,7 @@
 """Client behaviour and the exact output of every `j power` / `j custom` command."""
 
 import hashlib
+import re
 from pathlib import Path
 
 import pytest
@@ -9,6 +10,7 @@ from jumpstarter.client.core import DriverError, DriverInvalidArgument
 from jumpstarter.common.utils import serve
 from pydantic.dataclasses import dataclass
 
+from .client import READ_LIMIT
 from .common import State, UploadResult
 from .driver import CONFIG, ExampleCustom, ExamplePower
 
@@ -92,11 +94,17 @@ def test_cli_slow_generator(custom):
 
 def test_cli_random_hex_and_file(custom, tmp_path):
     """`random SIZE` prints SIZE bytes as hex; with -o it writes them to a file."""
-    output = run(custom, "random", "16")
-    assert len(output) == 33 and int(output, 16) >= 0
+    assert re.fullmatch(r"[0-9a-f]{32}\n", run(custom, "random", "16"))
     target = tmp_path / "random.bin"
     assert run(custom, "random", "300000", "-o", str(target)) == f"wrote 300000 bytes to {target}\n"
     assert target.stat().st_size == 300000
+
+
+def test_cli_random_over_limit_needs_output(custom):
+    """Printing more than READ_LIMIT bytes as hex is refused with a hint to use --output."""
+    result = CliRunner().invoke(custom.cli(), ["random", str(READ_LIMIT + 1)])
+    assert result.exit_code == 2
+    assert f"SIZE over {READ_LIMIT} bytes needs --output FILE" in result.output
 
 
 def test_cli_upload(custom, tmp_path):
@@ -126,11 +134,15 @@ def test_combined_action_returns_status(custom):
     )
 
 
-def test_read_random_limits(custom):
-    """read_random refuses sizes it would have to hold in memory, and reads 0 bytes as empty."""
+def test_read_random_limits(custom, tmp_path):
+    """read_random refuses sizes it would have to hold in memory or that are not integers; 0 bytes is empty."""
     assert custom.read_random(0) == b""
-    with pytest.raises(ValueError, match="use save_random"):
-        custom.read_random(1 << 30)
+    for size in (1 << 30, -1, 2.5, True):
+        with pytest.raises(ValueError, match="size must be an integer from 0 to"):
+            custom.read_random(size)
+    with pytest.raises(ValueError, match="size must not be negative, got -1"):
+        custom.save_random(tmp_path / "out", -1)
+    assert not (tmp_path / "out").exists()
 
 
 @dataclass(kw_only=True, config=CONFIG)

@@ -8,6 +8,8 @@ Keep this module light: the client imports it, and clients are installed on mach
 have none of the exporter's dependencies.
 """
 
+import reprlib
+
 from pydantic import BaseModel, Field
 
 LEVEL_MIN = 0
@@ -40,3 +42,15 @@ class UploadResult(BaseModel):
     name: str
     size: int = Field(ge=0)
     sha256: str
+
+
+# The client checks a name before sending anything; the driver checks again, since any client can call it.
+def check_upload_name(name: object) -> str:
+    """Return `name` if it is a plain file name that stays inside the upload directory, else raise ValueError."""
+    if not isinstance(name, str) or not name or name in (".", ".."):
+        raise ValueError(f"upload name must be a plain file name, got {reprlib.repr(name)}")
+    if "/" in name or "\\" in name or "\0" in name or name.startswith("."):
+        raise ValueError(f"upload name must not contain path separators or start with '.', got {reprlib.repr(name)}")
+    if len(name.encode()) > 255:
+        raise ValueError("upload name must be at most 255 bytes long")
+    return name

@@ -9,7 +9,9 @@ from __future__ import annotations
 import hashlib
 import os
 import random
+import reprlib
 import shlex
+import subprocess
 import tempfile
 from collections.abc import AsyncGenerator, AsyncIterator
 from contextlib import asynccontextmanager
@@ -28,7 +30,7 @@ from jumpstarter_driver_power.driver import PowerInterface
 from pydantic import ConfigDict, Field
 from pydantic.dataclasses import dataclass
 
-from .common import LEVEL_MAX, LEVEL_MIN, STREAM_CHUNK, Settings, State, UploadResult
+from .common import LEVEL_MAX, LEVEL_MIN, STREAM_CHUNK, Settings, State, UploadResult, check_upload_name
 
 # Exporter YAML `config:` keys become keyword arguments of the driver dataclass. `extra="forbid"`
 # turns a typo into an error that names the key; pydantic checks every type. A plain stdlib
@@ -41,6 +43,9 @@ WRITE_BATCH = 1024 * 1024
 """Bytes an upload collects before one worker-thread hop writes and hashes them."""
 RANDOM_POOL = 4 * 1024 * 1024
 """Bytes of random data `RandomStream` slices its chunks from."""
+STDERR_TAIL = 2000
+"""Characters of a failed command's stderr sent to the client. An error's message travels in gRPC
+metadata, capped at 16 KiB: a longer one would replace the error itself with RESOURCE_EXHAUSTED."""
 
 
 @dataclass(kw_only=True, config=CONFIG)
@@ -60,6 +65,11 @@ class ExamplePower(PowerInterface, Driver):
 
     _powered: bool = field(default=False, init=False)
 
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        # Several clients may switch at once: one command at a time, so the state matches the hardware.
+        self._switching = anyio.Lock()
+
     # No `client()` here: PowerInterface.client() already names upstream's PowerClient,
     # so `j power on/off/read` work without a line of client code.
 
@@ -68,15 +78,17 @@ class ExamplePower(PowerInterface, Driver):
     @export
     async def on(self) -> None:
         """Power on the device."""
-        await self._run("on_command", self.on_command)
-        self._powered = True
+        async with self._switching:
+            await self._run("on_command", self.on_command)
+            self._powered = True
         self.logger.info("power on")
 
     @export
     async def off(self) -> None:
         """Power off the device."""
-        await self._run("off_command", self.off_command)
-        self._powered = False
+        async with self._switching:
+            await self._run("off_command", self.off_command)
+            self._powered = False
         self.logger.info("power off")
 
     # An async generator becomes a *streaming call*: each `yield` is one message to the client.
@@ -96,20 +108,25 @@ class ExamplePower(PowerInterface, Driver):
         try:
             # TimeoutError is sent to the client as DEADLINE_EXCEEDED.
             with anyio.fail_after(self.command_timeout):
-                result = await anyio.run_process(command, check=False)
+                # No stdin: in local mode the exporter's stdin is the user's terminal.
+                result = await anyio.run_process(command, check=False, stdin=subprocess.DEVNULL)
         except TimeoutError:
             raise TimeoutError(f"{key} {shlex.join(command)} timed out after {self.command_timeout} s") from None
         except OSError as e:
             raise RuntimeError(f"{key} {shlex.join(command)} could not start: {e.strerror or e}") from None
         if result.returncode != 0:
             stderr = result.stderr.decode(errors="replace").strip() or "(no stderr)"
+            if len(stderr) > STDERR_TAIL:
+                self.logger.error("%s stderr:\n%s", key, stderr)  # the whole text stays in the exporter's log
+                stderr = "..." + stderr[-STDERR_TAIL:]
             raise RuntimeError(f"{key} {shlex.join(command)} exited with status {result.returncode}: {stderr}")
 
 
 def _integer(name: str, value: Any, low: int, high: int) -> int:
     """Check an integer argument. Numbers cross gRPC as doubles, so 3 arrives as 3.0."""
     if isinstance(value, bool) or not isinstance(value, int | float) or value != int(value):
-        raise ValueError(f"{name} must be an integer, got {value!r}")
+        # reprlib shortens a huge value: error messages travel in gRPC metadata, capped at 16 KiB.
+        raise ValueError(f"{name} must be an integer, got {reprlib.repr(value)}")
     if not low <= value <= high:
         raise ValueError(f"{name} must be between {low} and {high}, got {int(value)}")
     return int(value)
@@ -118,7 +135,7 @@ def _integer(name: str, value: Any, low: int, high: int) -> int:
 def _number(name: str, value: Any, low: float, high: float) -> float:
     """Check a numeric argument."""
     if isinstance(value, bool) or not isinstance(value, int | float):
-        raise ValueError(f"{name} must be a number, got {value!r}")
+        raise ValueError(f"{name} must be a number, got {reprlib.repr(value)}")
     if not low <= value <= high:
         raise ValueError(f"{name} must be between {low} and {high}, got {value}")
     return float(value)
@@ -170,12 +187,12 @@ class ExampleCustom(Driver):
     def configure(self, label: str, level: int) -> Settings:
         """Store a label and a level on the device."""
         if not isinstance(label, str) or not label.strip():
-            raise ValueError(f"label must be a non-empty string, got {label!r}")
+            raise ValueError(f"label must be a non-empty string, got {reprlib.repr(label)}")
         settings = Settings(label=label, level=_integer("level", level, LEVEL_MIN, LEVEL_MAX))
         # Sync calls of concurrent clients run in parallel worker threads: return what *this* call
         # stored, not `self._settings`, which another call may have replaced in the meantime.
         self._settings = settings
-        self.logger.info("configured %s", settings)
+        self.logger.debug("configured %s", settings)
         return settings  # sent as a dict: the client re-validates it into Settings
 
     @export
@@ -254,7 +271,7 @@ class ExampleCustom(Driver):
 
                 def write(chunks: list[bytes]) -> None:
                     for chunk in chunks:
-                        digest.update(chunk)  # hashlib releases the GIL: the event loop keeps running
+                        digest.update(chunk)
                     file.writelines(chunks)
 
                 # Disk writes and hashing block: do them in a worker thread, off the event loop, a batch
@@ -265,6 +282,8 @@ class ExampleCustom(Driver):
                     batch.append(chunk)
                     batched += len(chunk)
                     received += len(chunk)
+                    if received > size:
+                        raise ValueError(f"upload of {target.name!r} is larger than the {size} bytes announced")
                     if batched >= WRITE_BATCH:
                         await to_thread.run_sync(write, batch)
                         batch, batched = [], 0
@@ -285,15 +304,10 @@ class ExampleCustom(Driver):
         """The path an upload of `name` goes to, refusing names that would escape upload_dir."""
         if self.upload_dir is None:
             raise NotImplementedError("uploads are disabled: set upload_dir in this driver's exporter config")
-        if not isinstance(name, str) or not name or name in (".", ".."):
-            raise ValueError(f"upload name must be a plain file name, got {name!r}")
-        if "/" in name or "\\" in name or "\0" in name or name.startswith("."):
-            raise ValueError(f"upload name must not contain path separators or start with '.', got {name!r}")
-        if len(name.encode()) > 255:
-            raise ValueError("upload name must be at most 255 bytes long")
-        return Path(self.upload_dir) / name
+        return Path(self.upload_dir) / check_upload_name(name)
 
     def _remove_partial_uploads(self) -> None:
+        """Delete the temporary files of uploads that never finished."""
         if self.upload_dir is not None:
             for partial in Path(self.upload_dir).glob(".*.partial"):
                 partial.unlink(missing_ok=True)
@@ -316,6 +330,7 @@ class RandomStream(ByteStream):
         return self
 
     async def receive(self, max_bytes: int | None = None) -> bytes:
+        """Return the next chunk of random bytes."""
         # The framework pumps the stream with `async for`, which calls receive() without max_bytes:
         # the chunk size set here is the size of every gRPC message.
         if self._closed:
@@ -327,16 +342,19 @@ class RandomStream(ByteStream):
         return pool[offset : offset + size]
 
     async def send(self, item: bytes) -> None:
+        """Discard what the client writes, as /dev/urandom does."""
         if self._closed:
             raise anyio.ClosedResourceError
 
     async def send_eof(self) -> None:
-        pass
+        """Nothing to do: the client finishing its writes does not end the random data."""
 
     async def aclose(self) -> None:
+        """Close the stream: later reads and writes fail."""
         self._closed = True
 
 
 @cache
 def _random_pool() -> bytes:
+    """The random bytes every RandomStream slices its chunks from."""
     return random.randbytes(RANDOM_POOL)

@@ -2,7 +2,7 @@
 
 import hashlib
 import os
-import threading
+import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -28,6 +28,7 @@ def power():
 
 @pytest.fixture
 def upload_dir(tmp_path: Path) -> Path:
+    """Where the custom driver stores uploads (created by the driver)."""
     return tmp_path / "uploads"
 
 
@@ -78,6 +79,16 @@ def test_power_command_failure_reports_stderr_and_keeps_state():
         with pytest.raises(DriverError, match=r"off_command sh -c .* exited with status 3: relay stuck"):
             power.off()
         assert list(power.read()) == [PowerReading(voltage=5.0, current=1.0)]
+
+
+def test_power_command_failure_with_long_stderr_keeps_its_message():
+    """A command that writes a lot to stderr still fails with its own message, ending with the stderr's tail."""
+    driver = ExamplePower(on_command=["sh", "-c", "yes noise | head -c 50000 >&2; echo last words >&2; exit 1"])
+    with serve(driver) as power:
+        with pytest.raises(DriverError, match=r"(?s)exited with status 1: \.\.\..*last words") as error:
+            power.on()
+        assert list(power.read()) == [OFF]
+    assert len(str(error.value)) < 2200  # not replaced by RESOURCE_EXHAUSTED on a 16 KiB metadata cap
 
 
 def test_power_missing_command_is_a_clear_error():
@@ -139,7 +150,14 @@ def test_configure_rejects_bad_arguments(custom, label, level, message):
     assert custom.state().settings == Settings(label="default", level=0)
 
 
-def test_status_reports_device_and_idle_driver(custom):
+def test_huge_bad_argument_is_still_invalid_argument(custom):
+    """A refused argument of 100 kB comes back as INVALID_ARGUMENT with a shortened value, not a transport error."""
+    with pytest.raises(DriverInvalidArgument, match=r"level must be an integer, got '7777.*'") as error:
+        custom.configure("soak", "7" * 100_000)
+    assert len(str(error.value)) < 200
+
+
+def test_state_reports_device_and_idle_driver(custom):
     """state names the device and shows no activity when idle."""
     state = custom.state()
     assert (state.device_id, state.active_tasks, state.open_streams) == ("bench-01", 0, 0)
@@ -189,7 +207,8 @@ def test_slow_generator_yields_in_order(custom):
 def test_slow_generator_items_arrive_before_it_ends(custom):
     """Items stream: the first arrives while the generator still has long waits ahead."""
     items = custom.slow_generator(3, 1.5)
-    assert next(items) == 0  # would take 3 s if items were collected before sending
+    assert next(items) == 0
+    assert custom.state().active_tasks == 1  # the generator is still running: 0 was sent before it ended
     items.close()  # abandoning the stream cancels the generator on the exporter
     _wait_for(lambda: custom.state().active_tasks == 0)
 
@@ -206,12 +225,12 @@ def test_slow_generator_rejects_bad_arguments(custom, count, interval, message):
 
 def test_slow_task_does_not_block_the_exporter(custom):
     """While slow_task waits, other calls are answered: async methods never block the event loop."""
-    with ThreadPoolExecutor(1) as pool:
-        waiting = pool.submit(custom.slow_task, 1)
-        _wait_for(lambda: custom.state().active_tasks == 1)
-        assert custom.configure("during", 1).label == "during"  # answered while the task waits
-        assert custom.state().active_tasks == 1
-        assert waiting.result(timeout=10) == "bench-01: done after 1 s"
+    waiting = custom.portal.start_task_soon(custom.call_async, "slow_task", 2)
+    _wait_for(lambda: custom.state().active_tasks == 1)
+    assert custom.configure("during", 1).label == "during"  # answered while the task waits
+    assert custom.state().active_tasks == 1
+    waiting.cancel()  # the client gives up: the exporter stops the task
+    _wait_for(lambda: custom.state().active_tasks == 0)
 
 
 # ExampleCustom: byte stream
@@ -239,13 +258,13 @@ def test_random_stream_is_closed_after_use(custom):
     _wait_for(lambda: custom.state().open_streams == 0)
 
 
-def _wait_for(condition, attempts: int = 500) -> None:
-    """Poll a condition that another task makes true (stream teardown runs after the client returns)."""
-    for _ in range(attempts):
-        if condition():
-            return
-        threading.Event().wait(0.01)
-    raise AssertionError("condition never became true")
+def _wait_for(condition, seconds: float = 10) -> None:
+    """Poll, for a bounded time, a condition the exporter makes true after the client call returns."""
+    deadline = time.monotonic() + seconds
+    while not condition():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"condition not true after {seconds} s")
+        time.sleep(0.01)
 
 
 # ExampleCustom: uploads
@@ -291,6 +310,27 @@ def test_truncated_upload_keeps_earlier_file(custom, upload_dir, tmp_path):
         raw_upload(custom, source, "disk.img", STREAM_CHUNK + 6)
     assert (upload_dir / "disk.img").read_bytes() == b"known good"
     assert sorted(p.name for p in upload_dir.iterdir()) == ["disk.img"]
+
+
+def test_oversized_upload_is_refused_and_keeps_earlier_file(custom, upload_dir, tmp_path):
+    """An upload sending more than it announced is refused without storing anything."""
+    (upload_dir / "disk.img").write_bytes(b"known good")
+    source = tmp_path / "disk.img"
+    source.write_bytes(os.urandom(3 * STREAM_CHUNK))
+    with pytest.raises(DriverInvalidArgument, match="larger than the 10 bytes announced"):
+        raw_upload(custom, source, "disk.img", 10)
+    assert (upload_dir / "disk.img").read_bytes() == b"known good"
+    assert sorted(p.name for p in upload_dir.iterdir()) == ["disk.img"]
+
+
+def test_client_refuses_bad_upload_name_before_sending(custom, upload_dir, tmp_path):
+    """The client checks the name itself: a ValueError before any byte is sent."""
+    source = tmp_path / "payload"
+    source.write_bytes(b"payload")
+    with pytest.raises(ValueError, match="must not contain path separators") as error:
+        custom.upload(source, "../escape")
+    assert not isinstance(error.value, DriverInvalidArgument)  # raised locally, not by the driver
+    assert list(upload_dir.iterdir()) == []
 
 
 def test_reset_removes_partial_uploads(upload_dir):
