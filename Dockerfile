@@ -1,6 +1,10 @@
+# syntax=docker/dockerfile:1
 # An exporter image: upstream's Jumpstarter image plus this driver package.
 #
 #   docker build --build-arg PACKAGE_VERSION=1.2.3 -t jumpstarter-driver-template .
+#
+# It needs BuildKit (Docker's default builder since 23.0; DOCKER_BUILDKIT=1 before that): the install
+# step uses RUN --mount, and the syntax line above pins the Dockerfile frontend that provides it.
 #
 # JUMPSTARTER_VERSION picks the upstream image and must be a release the package's
 # jumpstarter* ranges accept: the install keeps that image's Jumpstarter as it is and

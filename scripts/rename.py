@@ -30,6 +30,7 @@ import os
 import re
 import subprocess
 import sys
+import unicodedata
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -85,32 +86,48 @@ class Names:
         )
 
 
+def name_problem(raw: str, name: str) -> str | None:
+    """What is wrong with `name` (`raw` without the prefix), worded with `raw`; None if it is valid."""
+    if not name:
+        return "the name is empty" if not raw else f"{raw!r} is only the prefix, with no name after it"
+    if name.lower() != name:
+        return f"{raw!r} has uppercase letters"
+    if "_" in name:
+        return f"{raw!r} has an underscore"
+    if name[0].isdigit() or name[0] == "-":
+        return f"{raw!r} does not start with a letter"
+    if "--" in name:
+        return f"{raw!r} has a double hyphen"
+    if name.endswith("-"):
+        return f"{raw!r} ends with a hyphen"
+    if not NAME_RE.match(name):
+        bad = sorted({c for c in name if not (c.isascii() and (c.isalnum() or c == "-"))})
+        return f"{raw!r} has characters other than lowercase letters, digits and hyphens: {''.join(bad)!r}"
+    if name == "template":
+        return f"{raw!r} is the template's own name"
+    if "template" in name.split("-"):
+        return f"{raw!r} has the word 'template', which the rename removes from everything else"
+    return None
+
+
+def suggest_name(name: str) -> str | None:
+    """A valid name close to an invalid one, made by applying every rule at once; None if none is left."""
+    ascii_name = unicodedata.normalize("NFKD", name).encode("ascii", "ignore").decode()  # é -> e
+    # Lowercase, every run of other characters becomes one hyphen, then no hyphen or digit may lead.
+    candidate = re.sub(r"[^a-z0-9]+", "-", ascii_name.lower()).strip("-").lstrip("0123456789-")
+    return candidate if candidate and name_problem(candidate, candidate) is None else None
+
+
 def validate_name(raw: str) -> str:
     """Return the driver name without the jumpstarter-driver- prefix, or raise RenameError (exit 2)."""
     name = raw[len(PREFIX) :] if raw.startswith(PREFIX) else raw
-    problem = None
-    if not name:
-        problem = "the name is empty" if not raw else f"{raw!r} is only the prefix, with no name after it"
-    elif name.lower() != name:
-        problem = f"{raw!r} has uppercase letters: use {name.lower()!r}"
-    elif "_" in name:
-        problem = f"{raw!r} has an underscore: use hyphens, {name.replace('_', '-')!r}"
-    elif name[0].isdigit() or name[0] == "-":
-        problem = f"{raw!r} does not start with a letter"
-    elif "--" in name:
-        problem = f"{raw!r} has a double hyphen"
-    elif name.endswith("-"):
-        problem = f"{raw!r} ends with a hyphen"
-    elif not NAME_RE.match(name):
-        bad = sorted({c for c in name if not (c.isascii() and (c.isalnum() or c == "-"))})
-        problem = f"{raw!r} has characters other than lowercase letters, digits and hyphens: {''.join(bad)!r}"
-    elif name == "template":
-        problem = f"{raw!r} is the template's own name"
-    elif "template" in name.split("-"):
-        problem = f"{raw!r} has the word 'template', which the rename removes from everything else"
-    if problem is not None:
-        raise RenameError(f"invalid driver name: {problem}.\n{VALID_NAME}", EXIT_INVALID_NAME)
-    return name
+    problem = name_problem(raw, name)
+    if problem is None:
+        return name
+    suggestion = suggest_name(name)
+    if suggestion is not None:
+        problem += f"; use {suggestion!r}"
+    raise RenameError(f"invalid driver name: {problem}.\n{VALID_NAME}", EXIT_INVALID_NAME)
 
 
 def name_substitutions(new: Names) -> list[tuple[str, str]]:

@@ -36,16 +36,19 @@ TIMEOUT = 600
 
 
 def _pyproject() -> dict:
+    """pyproject.toml, parsed."""
     return tomllib.loads((ROOT / "pyproject.toml").read_text())
 
 
 def _jumpstarter_version() -> str:
+    """The Jumpstarter release the Dockerfile builds on (its JUMPSTARTER_VERSION default)."""
     match = re.search(r"^ARG JUMPSTARTER_VERSION=(\S+)$", (ROOT / "Dockerfile").read_text(), re.MULTILINE)
     assert match, "the Dockerfile must give JUMPSTARTER_VERSION a default"
     return match.group(1)
 
 
 def _uv() -> str:
+    """The uv executable to run; the test fails, naming uv, if there is none."""
     # `uv run` tells its children where it is; otherwise take the one on PATH.
     uv = os.environ.get("UV") or shutil.which("uv")
     if uv is None:
@@ -54,6 +57,7 @@ def _uv() -> str:
 
 
 def _env() -> dict[str, str]:
+    """The environment for child processes: no VIRTUAL_ENV, plain terminal output, and our uv."""
     env = {k: v for k, v in os.environ.items() if k != "VIRTUAL_ENV"}
     # A wide, plain terminal: rich tables (`jmp driver list`) neither wrap nor colour.
     env.update(TERM="dumb", NO_COLOR="1", COLUMNS="200", UV=_uv())
@@ -61,6 +65,7 @@ def _env() -> dict[str, str]:
 
 
 def _run(*args: str | Path, check: bool = True) -> subprocess.CompletedProcess[str]:
+    """Run a command with a bounded wait; with `check`, fail the test with its output if it fails."""
     result = subprocess.run(
         [str(a) for a in args], capture_output=True, text=True, env=_env(), timeout=TIMEOUT, check=False
     )
@@ -70,6 +75,7 @@ def _run(*args: str | Path, check: bool = True) -> subprocess.CompletedProcess[s
 
 
 def _normalize(name: str) -> str:
+    """A distribution name in its normalized form (PEP 503), e.g. Jumpstarter_CLI -> jumpstarter-cli."""
     return re.sub(r"[-_.]+", "-", name).lower()
 
 
@@ -81,6 +87,7 @@ def _installed(venv: Path) -> dict[str, str]:
 
 
 def _jumpstarter_packages(venv: Path) -> dict[str, str]:
+    """The jumpstarter* distributions in `venv`, with their versions."""
     return {name: version for name, version in _installed(venv).items() if name.startswith("jumpstarter")}
 
 
@@ -91,6 +98,7 @@ def _versions_of(venv: Path, packages: dict[str, str]) -> dict[str, str | None]:
 
 
 def _install(venv: Path, *wheels: Path) -> subprocess.CompletedProcess[str]:
+    """Install `wheels` into `venv` with docker/install-wheel.sh, as the Dockerfile does; the result is not checked."""
     return _run("sh", INSTALL_SCRIPT, venv, *wheels, check=False)
 
 

@@ -12,9 +12,9 @@ import signal
 import socket
 import subprocess
 import sys
-import threading
+import time
 from collections.abc import Callable, Iterator
-from contextlib import ExitStack, contextmanager, suppress
+from contextlib import AbstractContextManager, ExitStack, contextmanager, suppress
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -42,19 +42,13 @@ def child_env(**extra: str) -> dict[str, str]:
 
 
 def wait_for(condition: Callable[[], Any], timeout: float = 30.0, what: str = "condition") -> Any:
-    """Poll `condition` until it returns something true; fail after `timeout` seconds."""
-    deadline = threading.Event()
-    timer = threading.Timer(timeout, deadline.set)
-    timer.start()
-    try:
-        while not deadline.is_set():
-            result = condition()
-            if result:
-                return result
-            deadline.wait(0.05)
-    finally:
-        timer.cancel()
-    raise AssertionError(f"{what} not reached within {timeout} s")
+    """Poll `condition` every 50 ms until it returns something true, and return that; fail after `timeout` s."""
+    deadline = time.monotonic() + timeout
+    while not (result := condition()):
+        if time.monotonic() >= deadline:
+            raise AssertionError(f"{what} not reached within {timeout} s")
+        time.sleep(0.05)
+    return result
 
 
 def stop_group(process: subprocess.Popen, sig: int = signal.SIGTERM, timeout: float = 20.0) -> None:
@@ -98,6 +92,7 @@ def write_config(path: Path, upload_dir: Path, **custom: Any) -> Path:
 
 
 def free_port() -> int:
+    """A TCP port on 127.0.0.1 that nothing listens on right now."""
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
@@ -131,20 +126,25 @@ class Exporter:
         return int(pids[0])
 
     def open_fds(self) -> int:
+        """How many file descriptors the serving process has open (a leak shows as growth)."""
         return len(os.listdir(f"/proc/{self.serving_pid}/fd"))
 
-    def shell(self, *command: str, passphrase: str | None = "", timeout: float = 90.0):
-        """Run `jmp shell --tls-grpc ... -- command` against this exporter."""
+    def shell(
+        self, *command: str, passphrase: str | None = "", timeout: float = 90.0
+    ) -> subprocess.CompletedProcess[str]:
+        """Run `jmp shell --tls-grpc ... -- command` against this exporter (passphrase None: send none)."""
         passphrase = self.passphrase if passphrase == "" else passphrase
         args = [JMP, "shell", "--tls-grpc", self.address, "--tls-grpc-insecure"]
         args += [] if passphrase is None else ["--passphrase", passphrase]
         return run([*args, "--", *command], timeout=timeout)
 
     def shell_args(self, *command: str) -> list[str]:
+        """The arguments of `jmp shell --tls-grpc ... -- command`, for a process a test starts and stops itself."""
         return [JMP, "shell", "--tls-grpc", self.address, "--tls-grpc-insecure", "--passphrase", self.passphrase,
                 "--", *command]  # fmt: skip
 
-    def client(self):
+    def client(self) -> AbstractContextManager[Any]:
+        """A client in this process connected to this exporter, as a context manager."""
         return connect(self.address, self.passphrase)
 
 
@@ -160,6 +160,7 @@ def exporter_process(config: Path, upload_dir: Path) -> Iterator[Exporter]:
         child = exporter.serving_pid
 
         def ready() -> bool:
+            """The exporter answers a call; an exporter that exited fails at once instead of timing out."""
             if process.poll() is not None:
                 raise AssertionError(f"jmp run exited with status {process.returncode}")
             try:

@@ -35,6 +35,7 @@ def remote(exporter: Exporter) -> Iterator[Any]:
 
 
 def partial_uploads(exporter: Exporter) -> list[str]:
+    """Names of the uploads in progress (or left behind) in the exporter's upload directory."""
     return [p.name for p in exporter.upload_dir.glob(".*.partial")]
 
 
@@ -110,6 +111,7 @@ class FifoWriter:
     """Feeds random data into a FIFO until stopped, never blocking: stands in for a slow image source."""
 
     def __init__(self, path: Path) -> None:
+        """Create the FIFO at `path` and start feeding it."""
         os.mkfifo(path)
         self._fd = os.open(path, os.O_RDWR | os.O_NONBLOCK)  # O_RDWR: opening does not wait for a reader
         self._stop = threading.Event()
@@ -117,6 +119,7 @@ class FifoWriter:
         self._thread.start()
 
     def _feed(self) -> None:
+        """Write until stopped; when the FIFO is full, pause briefly (waking at once on close) and retry."""
         data = os.urandom(64 * 1024)
         while not self._stop.is_set():
             try:
@@ -125,6 +128,7 @@ class FifoWriter:
                 self._stop.wait(0.01)
 
     def close(self) -> None:
+        """Stop feeding and close the FIFO."""
         self._stop.set()
         self._thread.join(timeout=10)
         os.close(self._fd)

@@ -9,6 +9,7 @@ import hashlib
 import json
 import os
 import re
+import runpy
 import shutil
 import subprocess
 import sys
@@ -18,6 +19,7 @@ import zipfile
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -118,6 +120,12 @@ class Renamed:
 
     path: Path
     output: str
+
+
+@pytest.fixture(scope="module")
+def script() -> dict[str, Any]:
+    """The rename script's functions, loaded without running it (it is standard library only)."""
+    return runpy.run_path(str(SCRIPT))
 
 
 @pytest.fixture(scope="module")
@@ -291,6 +299,38 @@ def test_rejected_name_exits_2_and_changes_nothing(template_tree: Path, name: st
     assert "invalid driver name" in result.stderr
     assert VALID_NAME_HINT in result.stderr
     assert result.stdout == ""
+
+
+@pytest.mark.parametrize(
+    ("name", "suggestion"),
+    [
+        ("Bad_Name", "bad-name"),
+        ("Acme", "acme"),
+        ("acme_power", "acme-power"),
+        ("1acme", "acme"),
+        ("42-acme", "acme"),
+        ("acme--power", "acme-power"),
+        ("-acme-", "acme"),
+        ("acme.power strip", "acme-power-strip"),
+        ("jumpstarter-driver-Acme_X", "acme-x"),
+        ("Caf\u00e9 Relay", "cafe-relay"),
+    ],
+)
+def test_rejected_name_suggests_a_valid_one(script: dict[str, Any], name: str, suggestion: str) -> None:
+    """The name suggested for an invalid one has every rule applied at once, so it is itself accepted."""
+    with pytest.raises(script["RenameError"], match=f"; use '{re.escape(suggestion)}'\\.\n") as raised:
+        script["validate_name"](name)
+    assert raised.value.status == 2
+    assert script["validate_name"](suggestion) == suggestion
+
+
+@pytest.mark.parametrize("name", ["", "123", "_", "---", "Template", "my_template", "jumpstarter-driver-"])
+def test_rejected_name_without_a_valid_neighbour_suggests_nothing(script: dict[str, Any], name: str) -> None:
+    """When applying the rules leaves no valid name, the error explains the rules and suggests nothing."""
+    with pytest.raises(script["RenameError"], match="invalid driver name") as raised:
+        script["validate_name"](name)
+    assert "use '" not in str(raised.value)
+    assert VALID_NAME_HINT in str(raised.value)
 
 
 @pytest.mark.parametrize(

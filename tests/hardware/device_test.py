@@ -37,7 +37,9 @@ class TestBench(JumpstarterTest):
     def test_power_cycle(self, client):
         """Power on shows the load; power off drops it to zero."""
         client.power.on()
-        assert next(client.power.read()).voltage > 0
+        # read() is a streaming call: read it to the end (list), never leave it half-read with next().
+        readings = list(client.power.read())
+        assert readings and all(reading.voltage > 0 for reading in readings)
         client.power.off()
         assert list(client.power.read()) == [PowerReading(voltage=0.0, current=0.0)]
 
