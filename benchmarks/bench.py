@@ -137,15 +137,15 @@ print(middle - start, time.perf_counter() - start)
 
 
 def measure_imports(out: Samples) -> None:
-    """Import time of jumpstarter.client, and of the template's client module on top of it, in a fresh interpreter.
+    """Import time of jumpstarter.client, and of this package's client module on top of it, in a fresh interpreter.
 
     Both figures come from the same process (timed inside it), so the ratio measures what the
-    template's module adds, not the noise between two interpreters.
+    package's module adds, not the noise between two interpreters.
     """
     result = subprocess.run([sys.executable, "-c", IMPORT_CODE], check=True, capture_output=True, text=True)
     base, total = (float(value) for value in result.stdout.split())
     out["import jumpstarter.client s"].append(base)
-    out["import template client s"].append(total)
+    out["import driver client s"].append(total)
 
 
 def measure_round(client: BenchClient, mode: str, sizes: dict[str, int], source: Path, out: Samples) -> None:
@@ -349,7 +349,7 @@ def main() -> None:
             ),
             (f"{mode} slow_task/ping", f"{mode} slow_task(0) us", f"{mode} ping us", "<=", 1.1, None),
         ]
-    targets.append(("client import", "import template client s", "import jumpstarter.client s", "<=", 1.05, None))
+    targets.append(("client import", "import driver client s", "import jumpstarter.client s", "<=", 1.05, None))
     info = []
     for mode in clients:
         info += [
