@@ -8,6 +8,7 @@ tests kill. The exporter is the shared `jmp run` of conftest.py.
 import hashlib
 import os
 import signal
+import sys
 import threading
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -142,9 +143,17 @@ def test_client_killed_mid_stream_and_mid_upload(exporter: Exporter, remote: Any
     wait_for(lambda: idle(exporter, custom), what="an idle exporter")
     fds_before = exporter.open_fds()
     fifo = FifoWriter(tmp_path / "image.fifo")
-    script = (
-        f"j custom random 1000000000000 -o /dev/null & j custom upload {tmp_path / 'image.fifo'} --name disk.img & wait"
+    # An upload that never ends on its own: a FIFO fed forever, announced as a terabyte (`j custom upload`
+    # refuses a FIFO, whose size is unknown, so this client calls the client's upload coroutine itself).
+    uploader = tmp_path / "upload_forever.py"
+    uploader.write_text(
+        "from pathlib import Path\n"
+        "from jumpstarter.utils.env import env\n"
+        "with env() as client:\n"
+        f"    client.custom.portal.call(client.custom._upload_async, Path({str(tmp_path / 'image.fifo')!r}), "
+        "'disk.img', 10**12)\n"
     )
+    script = f"j custom random 1000000000000 -o /dev/null & {sys.executable} {uploader} & wait"
     client = start(exporter.shell_args("sh", "-c", script))
     try:
         # Both transfers are under way: the stream is open and the partial upload has data in it.

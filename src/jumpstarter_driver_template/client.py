@@ -127,6 +127,9 @@ class ExampleCustomClient(DriverClient):
     def upload(self, path: str | os.PathLike[str], name: str | None = None) -> UploadResult:
         """Send a local file to the exporter, stored as `name` (default: the file's name)."""
         path = Path(path)
+        if not path.is_file():
+            # The driver refuses an upload whose size differs from the one announced: a pipe has none.
+            raise ValueError(f"{path} is not a regular file: an upload needs to know its size")
         # Refuse a bad name before sending anything (the driver checks it too).
         return self.portal.call(self._upload_async, path, check_upload_name(name or path.name))
 

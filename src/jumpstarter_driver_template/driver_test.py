@@ -333,6 +333,15 @@ def test_client_refuses_bad_upload_name_before_sending(custom, upload_dir, tmp_p
     assert list(upload_dir.iterdir()) == []
 
 
+def test_client_refuses_to_upload_a_pipe(custom, upload_dir, tmp_path):
+    """A FIFO has no size to announce: the client refuses it with a clear error, and sends nothing."""
+    fifo = tmp_path / "image.fifo"
+    os.mkfifo(fifo)
+    with pytest.raises(ValueError, match="is not a regular file: an upload needs to know its size"):
+        custom.upload(fifo)
+    assert list(upload_dir.iterdir()) == []
+
+
 def test_reset_removes_partial_uploads(upload_dir):
     """reset() removes partial files an exporter crash left behind, and only those."""
     driver = ExampleCustom(device_id="bench-01", upload_dir=str(upload_dir))
