@@ -22,16 +22,24 @@ from jumpstarter.client.core import DriverError
 from jumpstarter.client.decorators import driver_click_group
 from jumpstarter.streams.progress import ProgressAttribute
 
-from .common import LEVEL_MAX, LEVEL_MIN, STREAM_CHUNK, Settings, State, UploadResult, check_upload_name
+from .common import (
+    IO_BATCH,
+    LEVEL_MAX,
+    LEVEL_MIN,
+    STREAM_CHUNK,
+    Settings,
+    State,
+    UploadResult,
+    batches,
+    check_upload_name,
+)
 
 READ_LIMIT = 64 * 1024 * 1024
 """`read_random` returns bytes in memory: above this, use `save_random`."""
-IO_BATCH = 1024 * 1024
-"""Bytes of local file I/O done per worker-thread hop by `save_random` and `upload`."""
 
 
 class ExampleCustomClient(DriverClient):
-    """Client for ExampleCustom. Each method mirrors one exported driver method."""
+    """Client for ExampleCustom: typed methods over its exported methods, and its command line."""
 
     # Unary calls: `self.call(name, *args)` returns the driver's result, decoded from a protobuf
     # Value (models arrive as dicts, numbers as floats): re-validate it into the shared model.
@@ -107,17 +115,8 @@ class ExampleCustomClient(DriverClient):
     async def _save_random_async(self, path: Path, size: int) -> int:
         file = await to_thread.run_sync(path.open, "wb")
         try:
-            # File writes block, so they run in a worker thread; one thread hop per chunk would cost
-            # as much as the chunk's transfer, so chunks are collected into batches of IO_BATCH bytes.
-            batch: list[bytes] = []
-            batched = 0
-            async for chunk in self._random_chunks(size):
-                batch.append(chunk)
-                batched += len(chunk)
-                if batched >= IO_BATCH:
-                    await to_thread.run_sync(file.writelines, batch)
-                    batch, batched = [], 0
-            if batch:
+            # File writes block, so they run in a worker thread, a batch of chunks per hop.
+            async for batch in batches(self._random_chunks(size)):
                 await to_thread.run_sync(file.writelines, batch)
         finally:
             await to_thread.run_sync(file.close)

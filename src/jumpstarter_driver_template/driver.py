@@ -7,6 +7,7 @@
 from __future__ import annotations
 
 import hashlib
+import math
 import os
 import random
 import reprlib
@@ -30,7 +31,16 @@ from jumpstarter_driver_power.driver import PowerInterface
 from pydantic import ConfigDict, Field
 from pydantic.dataclasses import dataclass
 
-from .common import LEVEL_MAX, LEVEL_MIN, STREAM_CHUNK, Settings, State, UploadResult, check_upload_name
+from .common import (
+    LEVEL_MAX,
+    LEVEL_MIN,
+    STREAM_CHUNK,
+    Settings,
+    State,
+    UploadResult,
+    batches,
+    check_upload_name,
+)
 
 # Exporter YAML `config:` keys become keyword arguments of the driver dataclass. `extra="forbid"`
 # turns a typo into an error that names the key; pydantic checks every type. A plain stdlib
@@ -39,8 +49,6 @@ CONFIG = ConfigDict(extra="forbid")
 
 Command = Annotated[list[str], Field(min_length=1)]
 
-WRITE_BATCH = 1024 * 1024
-"""Bytes an upload collects before one worker-thread hop writes and hashes them."""
 RANDOM_POOL = 4 * 1024 * 1024
 """Bytes of random data `RandomStream` slices its chunks from."""
 STDERR_TAIL = 2000
@@ -124,7 +132,7 @@ class ExamplePower(PowerInterface, Driver):
 
 def _integer(name: str, value: Any, low: int, high: int) -> int:
     """Check an integer argument. Numbers cross gRPC as doubles, so 3 arrives as 3.0."""
-    if isinstance(value, bool) or not isinstance(value, int | float) or value != int(value):
+    if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value) or value % 1:
         # reprlib shortens a huge value: error messages travel in gRPC metadata, capped at 16 KiB.
         raise ValueError(f"{name} must be an integer, got {reprlib.repr(value)}")
     if not low <= value <= high:
@@ -276,18 +284,10 @@ class ExampleCustom(Driver):
 
                 # Disk writes and hashing block: do them in a worker thread, off the event loop, a batch
                 # of chunks per thread hop. While the thread works, the exporter keeps receiving.
-                batch: list[bytes] = []
-                batched = 0
-                async for chunk in stream:
-                    batch.append(chunk)
-                    batched += len(chunk)
-                    received += len(chunk)
+                async for batch in batches(stream):
+                    received += sum(map(len, batch))
                     if received > size:
                         raise ValueError(f"upload of {target.name!r} is larger than the {size} bytes announced")
-                    if batched >= WRITE_BATCH:
-                        await to_thread.run_sync(write, batch)
-                        batch, batched = [], 0
-                if batch:
                     await to_thread.run_sync(write, batch)
                 if received != size:
                     # A client that dies mid-upload ends the stream early: never store a truncated file.

@@ -139,6 +139,7 @@ def test_configure_returns_and_stores_settings(custom):
         ("soak", 2.5, "level must be an integer, got 2.5"),
         ("soak", "3", "level must be an integer, got '3'"),
         ("soak", True, "level must be an integer, got True"),
+        ("soak", float("inf"), "level must be an integer, got None"),  # inf and nan cross gRPC as null
         ("", 3, "label must be a non-empty string, got ''"),
         (42, 3, "label must be a non-empty string, got 42"),
     ],
