@@ -131,7 +131,7 @@ import time
 start = time.perf_counter()
 import jumpstarter.client
 middle = time.perf_counter()
-import jumpstarter_driver_template.client
+import jumpstarter_driver_template.custom.client
 print(middle - start, time.perf_counter() - start)
 """
 

@@ -23,9 +23,9 @@ from jumpstarter.driver import export, exportstream
 from pydantic.dataclasses import dataclass
 
 # _FileSource: the upload ceiling must read the file exactly as `upload` does, minus the driver's storing.
-from jumpstarter_driver_template.client import ExampleCustomClient, _FileSource
-from jumpstarter_driver_template.common import STREAM_CHUNK
-from jumpstarter_driver_template.driver import CONFIG, ExampleCustom, RandomStream
+from jumpstarter_driver_template.custom.client import ExampleCustomClient, _FileSource
+from jumpstarter_driver_template.custom.common import STREAM_CHUNK
+from jumpstarter_driver_template.custom.driver import CONFIG, ExampleCustom, RandomStream
 
 
 @dataclass(kw_only=True, config=CONFIG)
@@ -162,7 +162,7 @@ class BenchClient(ExampleCustomClient):
 
     async def _drain_async(self, method: str, size: int) -> int:
         received = 0
-        async with self._open_stream(method) as stream:
+        async with self.stream_async(method) as stream:
             while received < size:
                 received += len(await stream.receive())
         return received
@@ -173,7 +173,7 @@ class BenchClient(ExampleCustomClient):
 
     async def _stream_until_async(self, method: str, started: threading.Event, stop: threading.Event) -> int:
         received = 0
-        async with self._open_stream(method) as stream:
+        async with self.stream_async(method) as stream:
             while not stop.is_set():
                 received += len(await stream.receive())
                 started.set()
@@ -198,7 +198,7 @@ class BenchClient(ExampleCustomClient):
         return result
 
     async def _stream_forever(self, method: str, started: anyio.Event) -> None:
-        async with self._open_stream(method) as stream:
+        async with self.stream_async(method) as stream:
             while True:
                 await stream.receive()
                 started.set()

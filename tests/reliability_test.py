@@ -20,7 +20,7 @@ from jumpstarter.client.core import DriverError, DriverInvalidArgument, DriverMe
 from jumpstarter_driver_power.common import PowerReading
 from processes import REPORTED, Exporter, exporter_process, start, stop_group, wait_for, write_config
 
-from jumpstarter_driver_template.common import Settings
+from jumpstarter_driver_template.custom.common import Settings
 
 CLIENTS = 8
 CALLS = 200

@@ -1,400 +1,89 @@
-"""Driver behaviour, tested through a real gRPC session: `serve()` runs the driver in-process."""
-
-import hashlib
-import os
-import time
-from concurrent.futures import ThreadPoolExecutor
-from pathlib import Path
+# mypy: allow-untyped-defs
+"""Template through a real gRPC session: `serve()` runs the driver in-process and hands back its client."""
 
 import pytest
-from jumpstarter.client.core import DriverError, DriverInvalidArgument, DriverMethodNotImplemented
+from jumpstarter.client.core import DriverInvalidArgument
 from jumpstarter.common.utils import serve
 from jumpstarter.config.exporter import ExporterConfigV1Alpha1DriverInstance
-from jumpstarter_driver_power.common import PowerReading
 from pydantic import ValidationError
 
-from .common import STREAM_CHUNK, Settings
-from .driver import ExampleCustom, ExamplePower
-
-OFF = PowerReading(voltage=0.0, current=0.0)
+from .driver import Template
 
 
 @pytest.fixture
-def power():
-    """A simulated power switch with a 12 V / 0.5 A load."""
-    with serve(ExamplePower(voltage=12.0, current=0.5)) as client:
+def client():
+    """The driver with its default config, as a client sees it."""
+    with serve(Template()) as client:
         yield client
 
 
-@pytest.fixture
-def upload_dir(tmp_path: Path) -> Path:
-    """Where the custom driver stores uploads (created by the driver)."""
-    return tmp_path / "uploads"
+def test_hello_greets(client):
+    """hello returns the greeting for the name it was given."""
+    assert client.hello("world") == "Hello, world!"
 
 
-@pytest.fixture
-def custom(upload_dir: Path):
-    """The custom driver with a short task limit and an upload directory."""
-    with serve(ExampleCustom(device_id="bench-01", max_seconds=2, upload_dir=str(upload_dir))) as client:
-        yield client
-
-
-def raw_upload(client, path: Path, name: str, size: int):
-    """Upload `path` as `name` while declaring `size`, to exercise the driver's own checks."""
-    return client.portal.call(client._upload_async, path, name, size)
-
-
-# ExamplePower
-
-
-def test_power_starts_off(power):
-    """A fresh switch reads zero volts and zero amps."""
-    assert list(power.read()) == [OFF]
-
-
-def test_power_on_reports_configured_load(power):
-    """While on, read() reports the configured voltage and current."""
-    power.on()
-    assert list(power.read()) == [PowerReading(voltage=12.0, current=0.5)]
-    power.off()
-    assert list(power.read()) == [OFF]
-
-
-def test_power_runs_configured_commands(tmp_path):
-    """on_command and off_command run on each call."""
-    marker = tmp_path / "powered"
-    driver = ExamplePower(on_command=["touch", str(marker)], off_command=["rm", str(marker)])
-    with serve(driver) as power:
-        power.on()
-        assert marker.exists()
-        power.off()
-        assert not marker.exists()
-
-
-def test_power_command_failure_reports_stderr_and_keeps_state():
-    """A failing command is an error carrying its exit status and stderr; the state does not change."""
-    driver = ExamplePower(off_command=["sh", "-c", "echo relay stuck >&2; exit 3"])
-    with serve(driver) as power:
-        power.on()
-        with pytest.raises(DriverError, match=r"off_command sh -c .* exited with status 3: relay stuck"):
-            power.off()
-        assert list(power.read()) == [PowerReading(voltage=5.0, current=1.0)]
-
-
-def test_power_command_failure_with_long_stderr_keeps_its_message():
-    """A command that writes a lot to stderr still fails with its own message, ending with the stderr's tail."""
-    driver = ExamplePower(on_command=["sh", "-c", "yes noise | head -c 50000 >&2; echo last words >&2; exit 1"])
-    with serve(driver) as power:
-        with pytest.raises(DriverError, match=r"(?s)exited with status 1: \.\.\..*last words") as error:
-            power.on()
-        assert list(power.read()) == [OFF]
-    assert len(str(error.value)) < 2200  # not replaced by RESOURCE_EXHAUSTED on a 16 KiB metadata cap
-
-
-def test_power_missing_command_is_a_clear_error():
-    """A command that does not exist names itself in the error."""
-    with serve(ExamplePower(on_command=["/nonexistent/relay-tool"])) as power:
-        with pytest.raises(DriverError, match="on_command /nonexistent/relay-tool could not start"):
-            power.on()
-        assert list(power.read()) == [OFF]
-
-
-def test_power_command_timeout_is_deadline_exceeded():
-    """A command running past command_timeout is stopped and reported as DEADLINE_EXCEEDED."""
-    with serve(ExamplePower(on_command=["sleep", "30"], command_timeout=0.2)) as power:
-        with pytest.raises(DriverError, match=r"DEADLINE_EXCEEDED: on_command sleep 30 timed out after 0.2 s"):
-            power.on()
-        assert list(power.read()) == [OFF]
-
-
-def test_power_command_does_not_block_other_calls(tmp_path):
-    """While a command runs, the exporter keeps answering other calls."""
-    started, release = tmp_path / "started", tmp_path / "release"
-    os.mkfifo(started)
-    os.mkfifo(release)
-    script = f"echo started > {started}; read line < {release}"
-    with serve(ExamplePower(on_command=["sh", "-c", script])) as power, ThreadPoolExecutor(1) as pool:
-        turning_on = pool.submit(power.on)
-        assert started.read_text() == "started\n"  # returns once the command is running
-        assert list(power.read()) == [OFF]  # answered while `on` is still waiting for its command
-        release.write_text("go\n")
-        turning_on.result(timeout=10)
-        assert list(power.read()) == [PowerReading(voltage=5.0, current=1.0)]
-
-
-# ExampleCustom: configure and state
-
-
-def test_configure_returns_and_stores_settings(custom):
-    """configure stores the settings and returns them as a typed model."""
-    assert custom.configure("soak", 7) == Settings(label="soak", level=7)
-    assert custom.state().settings == Settings(label="soak", level=7)
+def test_greeting_comes_from_config():
+    """The `greeting` config key changes what hello says."""
+    with serve(Template(greeting="Bonjour")) as client:
+        assert client.hello("le monde") == "Bonjour, le monde!"
 
 
 @pytest.mark.parametrize(
-    ("label", "level", "message"),
+    ("args", "message"),
     [
-        ("soak", 11, "level must be between 0 and 10, got 11"),
-        ("soak", -1, "level must be between 0 and 10, got -1"),
-        ("soak", 2.5, "level must be an integer, got 2.5"),
-        ("soak", "3", "level must be an integer, got '3'"),
-        ("soak", True, "level must be an integer, got True"),
-        ("soak", float("inf"), "level must be an integer, got None"),  # inf and nan cross gRPC as null
-        ("", 3, "label must be a non-empty string, got ''"),
-        (42, 3, "label must be a non-empty string, got 42"),
+        (("",), "name: String should have at least 1 character"),
+        (("x" * 101,), "name: String should have at most 100 characters"),
+        ((42,), "name: Input should be a valid string"),
+        ((), "name: Missing required argument"),
+        (("a", "b"), "argument 2: Unexpected positional argument"),
     ],
 )
-def test_configure_rejects_bad_arguments(custom, label, level, message):
-    """Bad arguments are INVALID_ARGUMENT with a message naming them; the settings are unchanged."""
+def test_hello_refuses_bad_arguments(client, args, message):
+    """Wrong, missing or extra arguments are INVALID_ARGUMENT naming the argument; the driver keeps serving."""
     with pytest.raises(DriverInvalidArgument, match=message):
-        custom.configure(label, level)
-    assert custom.state().settings == Settings(label="default", level=0)
+        client.call("hello", *args)
+    assert client.hello("again") == "Hello, again!"
 
 
-def test_huge_bad_argument_is_still_invalid_argument(custom):
-    """A refused argument of 100 kB comes back as INVALID_ARGUMENT with a shortened value, not a transport error."""
-    with pytest.raises(DriverInvalidArgument, match=r"level must be an integer, got '7777.*'") as error:
-        custom.configure("soak", "7" * 100_000)
-    assert len(str(error.value)) < 200
+def test_count_streams_numbers(client):
+    """count yields 0..count-1 as ints, and nothing for 0."""
+    assert list(client.count(4, 0)) == [0, 1, 2, 3]
+    assert list(client.count(0, 0)) == []
 
 
-def test_state_reports_device_and_idle_driver(custom):
-    """state names the device and shows no activity when idle."""
-    state = custom.state()
-    assert (state.device_id, state.active_tasks, state.open_streams) == ("bench-01", 0, 0)
-
-
-def test_reset_restores_default_settings(upload_dir):
-    """reset(), called when a lease starts, forgets the previous lease's settings."""
-    driver = ExampleCustom(device_id="bench-01", upload_dir=str(upload_dir))
-    with serve(driver) as custom:
-        custom.configure("previous-lease", 9)
-        driver.reset()
-        assert custom.state().settings == Settings(label="default", level=0)
-
-
-def test_unexported_methods_cannot_be_called(custom):
-    """Only @export methods are reachable: reset and private helpers are not."""
-    for method in ("reset", "close", "_upload_path"):
-        with pytest.raises(DriverMethodNotImplemented, match=f"method {method} missing marker"):
-            custom.call(method)
-
-
-# ExampleCustom: async calls and generators
-
-
-def test_slow_task_reports_completion(custom):
-    """slow_task waits, then reports which device finished."""
-    assert custom.slow_task(0.05) == "bench-01: done after 0.05 s"
+def test_count_accepts_a_whole_float():
+    """Numbers cross gRPC as floats: 3.0 is a valid count."""
+    with serve(Template()) as client:
+        assert list(client.streamingcall("count", 3.0, 0)) == [0, 1, 2]
 
 
 @pytest.mark.parametrize(
-    ("seconds", "message"),
-    [(3, "seconds must be between 0 and 2.0, got 3"), (-1, "between 0 and 2.0"), ("1", "must be a number")],
-)
-def test_slow_task_rejects_bad_durations(custom, seconds, message):
-    """Durations outside 0..max_seconds, or not numbers, are INVALID_ARGUMENT."""
-    with pytest.raises(DriverInvalidArgument, match=message):
-        custom.slow_task(seconds)
-    assert custom.slow_task(0) == "bench-01: done after 0 s"  # still serving
-
-
-def test_slow_generator_yields_in_order(custom):
-    """slow_generator yields 0..count-1 as ints, then ends."""
-    assert list(custom.slow_generator(4, 0.01)) == [0, 1, 2, 3]
-    assert list(custom.slow_generator(0, 0.01)) == []
-
-
-def test_slow_generator_items_arrive_before_it_ends(custom):
-    """Items stream: the first arrives while the generator still has long waits ahead."""
-    items = custom.slow_generator(3, 1.5)
-    assert next(items) == 0
-    assert custom.state().active_tasks == 1  # the generator is still running: 0 was sent before it ended
-    items.close()  # abandoning the stream cancels the generator on the exporter
-    _wait_for(lambda: custom.state().active_tasks == 0)
-
-
-@pytest.mark.parametrize(
-    ("count", "interval", "message"),
-    [(-1, 0, "count must be between 0 and 10000"), (1.5, 0, "count must be an integer"), (2, 5, "interval")],
-)
-def test_slow_generator_rejects_bad_arguments(custom, count, interval, message):
-    """Bad count or interval is INVALID_ARGUMENT."""
-    with pytest.raises(DriverInvalidArgument, match=message):
-        list(custom.slow_generator(count, interval))
-
-
-def test_slow_task_does_not_block_the_exporter(custom):
-    """While slow_task waits, other calls are answered: async methods never block the event loop."""
-    waiting = custom.portal.start_task_soon(custom.call_async, "slow_task", 2)
-    _wait_for(lambda: custom.state().active_tasks == 1)
-    assert custom.configure("during", 1).label == "during"  # answered while the task waits
-    assert custom.state().active_tasks == 1
-    waiting.cancel()  # the client gives up: the exporter stops the task
-    _wait_for(lambda: custom.state().active_tasks == 0)
-
-
-# ExampleCustom: byte stream
-
-
-def test_random_stream_delivers_random_bytes(custom):
-    """The byte stream delivers as many bytes as asked, and they differ between reads."""
-    first, second = custom.read_random(3 * STREAM_CHUNK + 7), custom.read_random(3 * STREAM_CHUNK + 7)
-    assert len(first) == len(second) == 3 * STREAM_CHUNK + 7
-    assert first != second
-
-
-def test_random_stream_blocking_interface(custom):
-    """The plain blocking stream works too: chunks are STREAM_CHUNK bytes, writes are discarded."""
-    with custom.stream("random_stream") as stream:
-        stream.send(b"ignored")
-        assert len(stream.receive()) == STREAM_CHUNK
-        assert custom.state().open_streams == 1
-
-
-def test_random_stream_is_closed_after_use(custom):
-    """Once the client helper is done, the driver's end of the stream is closed."""
-    for _ in range(3):
-        custom.read_random(10)
-    _wait_for(lambda: custom.state().open_streams == 0)
-
-
-def _wait_for(condition, seconds: float = 10) -> None:
-    """Poll, for a bounded time, a condition the exporter makes true after the client call returns."""
-    deadline = time.monotonic() + seconds
-    while not condition():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"condition not true after {seconds} s")
-        time.sleep(0.01)
-
-
-# ExampleCustom: uploads
-
-
-def test_upload_stores_file_atomically(custom, upload_dir, tmp_path):
-    """An upload lands under upload_dir with the right size and hash, and no temporary file."""
-    data = os.urandom(2 * STREAM_CHUNK + 123)
-    source = tmp_path / "image.bin"
-    source.write_bytes(data)
-    result = custom.upload(source, "firmware.bin")
-    assert (result.name, result.size, result.sha256) == ("firmware.bin", len(data), hashlib.sha256(data).hexdigest())
-    assert sorted(p.name for p in upload_dir.iterdir()) == ["firmware.bin"]
-    assert (upload_dir / "firmware.bin").read_bytes() == data
-
-
-def test_upload_replaces_earlier_file_and_accepts_empty(custom, upload_dir, tmp_path):
-    """A new upload replaces the old file of the same name; empty files are fine."""
-    source = tmp_path / "empty"
-    source.write_bytes(b"")
-    (upload_dir / "empty").write_bytes(b"old")
-    assert custom.upload(source).size == 0
-    assert (upload_dir / "empty").read_bytes() == b""
-
-
-@pytest.mark.parametrize("name", ["../escape", "/etc/passwd", "a/b", "..", ".", ".hidden", "a\\b", "", "x" * 256])
-def test_upload_rejects_unsafe_names(custom, upload_dir, tmp_path, name):
-    """Names that could escape upload_dir are INVALID_ARGUMENT, and nothing is written anywhere."""
-    source = tmp_path / "payload"
-    source.write_bytes(b"payload")
-    with pytest.raises(DriverInvalidArgument, match="upload name must"):
-        raw_upload(custom, source, name, len(b"payload"))  # the client would turn "" into the file's name
-    assert list(upload_dir.iterdir()) == []
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["payload", "uploads"]
-
-
-def test_truncated_upload_keeps_earlier_file(custom, upload_dir, tmp_path):
-    """An upload that ends early fails, keeps the earlier file intact and leaves no partial file."""
-    (upload_dir / "disk.img").write_bytes(b"known good")
-    source = tmp_path / "disk.img"
-    source.write_bytes(os.urandom(STREAM_CHUNK + 5))
-    with pytest.raises(DriverInvalidArgument, match=f"incomplete: received {STREAM_CHUNK + 5} of"):
-        raw_upload(custom, source, "disk.img", STREAM_CHUNK + 6)
-    assert (upload_dir / "disk.img").read_bytes() == b"known good"
-    assert sorted(p.name for p in upload_dir.iterdir()) == ["disk.img"]
-
-
-def test_oversized_upload_is_refused_and_keeps_earlier_file(custom, upload_dir, tmp_path):
-    """An upload sending more than it announced is refused without storing anything."""
-    (upload_dir / "disk.img").write_bytes(b"known good")
-    source = tmp_path / "disk.img"
-    source.write_bytes(os.urandom(3 * STREAM_CHUNK))
-    with pytest.raises(DriverInvalidArgument, match="larger than the 10 bytes announced"):
-        raw_upload(custom, source, "disk.img", 10)
-    assert (upload_dir / "disk.img").read_bytes() == b"known good"
-    assert sorted(p.name for p in upload_dir.iterdir()) == ["disk.img"]
-
-
-def test_client_refuses_bad_upload_name_before_sending(custom, upload_dir, tmp_path):
-    """The client checks the name itself: a ValueError before any byte is sent."""
-    source = tmp_path / "payload"
-    source.write_bytes(b"payload")
-    with pytest.raises(ValueError, match="must not contain path separators") as error:
-        custom.upload(source, "../escape")
-    assert not isinstance(error.value, DriverInvalidArgument)  # raised locally, not by the driver
-    assert list(upload_dir.iterdir()) == []
-
-
-def test_client_refuses_to_upload_a_pipe(custom, upload_dir, tmp_path):
-    """A FIFO has no size to announce: the client refuses it with a clear error, and sends nothing."""
-    fifo = tmp_path / "image.fifo"
-    os.mkfifo(fifo)
-    with pytest.raises(ValueError, match="is not a regular file: an upload needs to know its size"):
-        custom.upload(fifo)
-    assert list(upload_dir.iterdir()) == []
-
-
-def test_reset_removes_partial_uploads(upload_dir):
-    """reset() removes partial files an exporter crash left behind, and only those."""
-    driver = ExampleCustom(device_id="bench-01", upload_dir=str(upload_dir))
-    (upload_dir / ".disk.img.k2j3.partial").write_bytes(b"half")
-    (upload_dir / "disk.img").write_bytes(b"whole")
-    driver.reset()
-    assert sorted(p.name for p in upload_dir.iterdir()) == ["disk.img"]
-
-
-def test_upload_disabled_without_upload_dir(tmp_path):
-    """Without upload_dir, upload is UNIMPLEMENTED with a message saying how to enable it."""
-    source = tmp_path / "payload"
-    source.write_bytes(b"x")
-    with (
-        serve(ExampleCustom(device_id="bench-01")) as custom,
-        pytest.raises(DriverMethodNotImplemented, match="set upload_dir"),
-    ):
-        custom.upload(source)
-
-
-# Config validation: exporter YAML `config:` goes through the same path as here.
-
-
-def from_exporter_config(driver: str, config: dict):
-    """Instantiate a driver the way the exporter does from its YAML."""
-    instance = {"type": f"jumpstarter_driver_template.driver.{driver}", "config": config}
-    return ExporterConfigV1Alpha1DriverInstance.model_validate(instance).instantiate()
-
-
-def test_config_builds_driver(tmp_path):
-    """A valid config builds the driver, with defaults for optional fields."""
-    driver = from_exporter_config("ExampleCustom", {"device_id": "bench-01"})
-    assert (driver.device_id, driver.max_seconds, driver.upload_dir) == ("bench-01", 10.0, None)
-
-
-@pytest.mark.parametrize(
-    ("driver", "config", "field", "problem"),
+    ("args", "message"),
     [
-        ("ExampleCustom", {"device_id": "x", "max_secnds": 5}, "max_secnds", "Unexpected keyword argument"),
-        ("ExampleCustom", {"device_id": "x", "max_seconds": "soon"}, "max_seconds", "valid number"),
-        ("ExampleCustom", {"device_id": "x", "max_seconds": 0}, "max_seconds", "greater than 0"),
-        ("ExampleCustom", {"max_seconds": 5}, "device_id", "Field required"),
-        ("ExampleCustom", {"device_id": ""}, "device_id", "at least 1 character"),
-        ("ExamplePower", {"voltage": "twelve"}, "voltage", "valid number"),
-        ("ExamplePower", {"on_command": "uhubctl -a on"}, "on_command", "valid list"),
-        ("ExamplePower", {"on_command": []}, "on_command", "at least 1 item"),
-        ("ExamplePower", {"off_comand": ["true"]}, "off_comand", "Unexpected keyword argument"),
+        ((2.5, 0), "count: Input should be a valid integer, got a number with a fractional part"),
+        ((1001, 0), "count: Input should be less than or equal to 1000"),
+        ((-1, 0), "count: Input should be greater than or equal to 0"),
+        ((2, 61), "interval: Input should be less than or equal to 60"),
+        ((2, float("inf")), "interval: Input should be a valid number"),  # inf and nan arrive as None
     ],
 )
-def test_config_errors_name_the_field(driver, config, field, problem):
-    """Unknown keys, wrong types and missing required fields fail with the field's name."""
-    with pytest.raises(ValidationError) as error:
-        from_exporter_config(driver, config)
-    assert field in str(error.value)
-    assert problem in str(error.value)
+def test_count_refuses_bad_arguments(client, args, message):
+    """Streaming calls check their arguments too, before the first item."""
+    with pytest.raises(DriverInvalidArgument, match=message):
+        list(client.streamingcall("count", *args))
+
+
+def test_count_stops_when_the_client_leaves(client):
+    """A client that stops reading gets its call cancelled: the next call is served at once."""
+    numbers = client.count(1000, 60)  # would take 16 hours
+    assert next(numbers) == 0
+    numbers.close()
+    assert client.hello("still here") == "Hello, still here!"
+
+
+def test_config_errors_name_the_key():
+    """A typo or a wrong value under `config:` fails when the exporter builds the driver, naming the key."""
+    for config, key in [({"greting": "Hi"}, "greting"), ({"greeting": ""}, "greeting")]:
+        instance = {"type": "jumpstarter_driver_template.driver.Template", "config": config}
+        with pytest.raises(ValidationError, match=key):
+            ExporterConfigV1Alpha1DriverInstance.model_validate(instance).instantiate()

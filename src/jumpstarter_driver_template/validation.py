@@ -1,0 +1,91 @@
+"""`@validate`: pydantic checks the arguments of exported methods, with errors that name the argument.
+
+Arguments arrive from any client, decoded from protobuf Values (every number as a float, NaN and
+infinity as None). Upstream's drivers stack `@export` over pydantic's `@validate_call`: a wrong
+type, a value out of its bounds, a missing or an extra argument raise `ValidationError`, a
+`ValueError`, which the client receives as INVALID_ARGUMENT instead of UNKNOWN. In lax mode `3.0`
+passes for an `int` and `2.5` does not.
+
+`@validate` is `validate_call(validate_return=True)` plus the two things it lacks for exported
+methods (measured on pydantic 2.14 and Jumpstarter 0.9):
+
+- Jumpstarter passes arguments by position, and pydantic locates a positional argument by its
+  index: its message says `1`, not `level`. Here the message names the argument, on one line.
+- On an async generator (a streaming call) `validate_call` returns a plain function, which
+  `@export` would register as a unary call. Here the method stays an async generator.
+
+A `ValidationError` raised by the method's own code (parsing a device's answer, say) is not about
+the arguments: it passes unchanged, and a driver should turn it into its own error (a device that
+answers garbage is not the client's fault). A result its annotation refuses is a bug of the
+driver: RuntimeError (UNKNOWN), not INVALID_ARGUMENT.
+"""
+
+from __future__ import annotations
+
+import functools
+import inspect
+import reprlib
+from collections.abc import AsyncGenerator, Callable, Iterator
+from contextlib import contextmanager
+from typing import Any, TypeVar, cast
+
+from pydantic import ValidationError, validate_call
+
+Method = TypeVar("Method", bound=Callable[..., Any])
+
+
+def validate(method: Method) -> Method:
+    """Check the arguments (and the result, for unary calls) of an exported method against its annotations."""
+    names = list(inspect.signature(method).parameters)  # `self` first, as pydantic counts positions
+    if inspect.isasyncgenfunction(method):
+        checked = validate_call(method)  # calling it checks the arguments, then returns the generator
+
+        @functools.wraps(method)
+        async def generator(*args: Any, **kwargs: Any) -> AsyncGenerator[Any, None]:
+            with _argument_errors(method, names):
+                items = checked(*args, **kwargs)
+            async for item in items:
+                yield item
+
+        return cast(Method, generator)
+
+    checked = validate_call(validate_return=True)(method)
+    if inspect.iscoroutinefunction(method):
+
+        @functools.wraps(method)
+        async def coroutine(*args: Any, **kwargs: Any) -> Any:
+            with _argument_errors(method, names):
+                return await checked(*args, **kwargs)
+
+        return cast(Method, coroutine)
+
+    @functools.wraps(method)
+    def function(*args: Any, **kwargs: Any) -> Any:
+        with _argument_errors(method, names):
+            return checked(*args, **kwargs)
+
+    return cast(Method, function)
+
+
+@contextmanager
+def _argument_errors(method: Callable[..., Any], names: list[str]) -> Iterator[None]:
+    """Turn validate_call's errors about `method`'s arguments into a ValueError that names them."""
+    try:
+        yield
+    except ValidationError as error:
+        if error.title != method.__qualname__:
+            raise  # raised by the method's own code, not by the check of its arguments
+        problems = error.errors(include_url=False)
+        if any(not problem["loc"] for problem in problems):
+            raise RuntimeError(f"{method.__qualname__} returned a value its annotation refuses: {error}") from None
+        raise ValueError("; ".join(_describe(problem, names) for problem in problems)) from None
+
+
+def _describe(problem: Any, names: list[str]) -> str:
+    """One problem, as `name: what is wrong (got value)`."""
+    where = problem["loc"][0]
+    if isinstance(where, int):  # a position, counted from `self`
+        where = names[where] if where < len(names) and names[where] not in ("self", "args") else f"argument {where}"
+    # reprlib shortens a huge value: error messages travel in gRPC metadata, capped at 16 KiB.
+    got = "" if problem["type"] == "missing_argument" else f" (got {reprlib.repr(problem['input'])})"
+    return f"{where}: {problem['msg']}{got}"
