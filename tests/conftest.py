@@ -1,24 +1,22 @@
-"""Fixtures and reporting for the end-to-end tests (helpers are in processes.py)."""
+"""The shared exporter of the end-to-end tests, and the figures they report (helpers are in harness.py)."""
 
 from collections.abc import Iterator
 from typing import Any
 
 import pytest
-from processes import REPORTED, Exporter, exporter_process, write_config
+from harness import REPORTED, Exporter, exporter_process
 
 
 @pytest.fixture(scope="session")
 def exporter(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Exporter]:
-    """One `jmp run` exporter shared by the end-to-end tests, with its own upload directory."""
-    tmp = tmp_path_factory.mktemp("exporter")
-    config = write_config(tmp / "exporter.yaml", tmp / "uploads", max_seconds=600)
-    with exporter_process(config, tmp / "uploads") as running:
+    """One `jmp run` exporter of examples/exporter.yaml, as it is, shared by the tests that need no overrides."""
+    with exporter_process(tmp_path_factory.mktemp("exporter")) as running:
         yield running
 
 
 def pytest_terminal_summary(terminalreporter: Any) -> None:
-    """Show the figures the reliability tests held, in every run."""
+    """Show the figures the end-to-end tests held, in every run."""
     if REPORTED:
-        terminalreporter.section("reliability figures")
+        terminalreporter.section("end-to-end figures")
         for line in REPORTED:
             terminalreporter.write_line(line)

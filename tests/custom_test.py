@@ -1,43 +1,161 @@
-"""Reliability and security of a real exporter process: load, killed clients, abandoned calls, bad input, lifecycle.
+# mypy: allow-untyped-defs
+"""ExampleCustom end to end: `j custom` in local mode; a `jmp run` exporter under load, killed clients, bad input.
 
 Clients here are real gRPC clients over TCP, in this process (`Exporter.client()`, built as
 `jmp shell --tls-grpc` builds its own) or in child processes (`jmp shell ... -- j ...`) that the
-tests kill. The exporter is the shared `jmp run` of conftest.py.
+tests kill. The module's exporter allows long tasks (max_seconds 600), so calls outlive a killed client.
 """
 
 import hashlib
 import os
+import re
 import signal
 import sys
 import threading
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import pytest
+from harness import (
+    JMP,
+    REPORTED,
+    Exporter,
+    example_config,
+    exporter_process,
+    local_shell,
+    run,
+    start,
+    stop_group,
+    wait_for,
+    write_config,
+)
 from jumpstarter.client.core import DriverError, DriverInvalidArgument, DriverMethodNotImplemented
-from jumpstarter_driver_power.common import PowerReading
-from processes import REPORTED, Exporter, exporter_process, start, stop_group, wait_for, write_config
 
 from jumpstarter_driver_template.custom.common import Settings
 
+UPLOAD_DIR = example_config()["export"]["custom"]["config"]["upload_dir"]
 CLIENTS = 8
 CALLS = 200
-ON = [PowerReading(voltage=12.0, current=0.5)]
-OFF = [PowerReading(voltage=0.0, current=0.0)]
+
+
+# Local mode: every `j custom` command through `jmp shell --exporter-config`
+
+
+@dataclass
+class Session:
+    """What one local `jmp shell` session ran with, and what it printed."""
+
+    config: Path
+    upload_dir: Path
+    image: Path
+    saved: Path
+    out: str
+
+
+@pytest.fixture(scope="module")
+def session(tmp_path_factory: pytest.TempPathFactory) -> Session:
+    """One local session running every `j` command (each `j` start costs seconds of imports)."""
+    tmp = tmp_path_factory.mktemp("local")
+    config = write_config(tmp)
+    upload_dir = tmp / UPLOAD_DIR  # the config's relative upload_dir, from the exporter's directory
+    upload_dir.mkdir()
+    (upload_dir / ".disk.img.left-by-a-crash.partial").write_bytes(b"half")
+    image, saved = tmp / "image.bin", tmp / "random.bin"
+    image.write_bytes(os.urandom(300_000))
+    out = local_shell(
+        config,
+        f"""
+        j custom configure soak 3
+        j custom state
+        j custom slow-task 0.1
+        j custom slow-generator -n 3 -i 0
+        j custom random 16
+        j custom random 1000000 -o {saved}
+        j custom upload {image} --name firmware.bin
+        j custom slow-task 11 || echo "slow-task FAILED"
+        j custom combined-action final 9
+        """,
+    )
+    return Session(config, upload_dir, image, saved, out)
+
+
+def test_custom_commands_work_in_local_mode(session: Session):
+    """Each `j custom` command works through a local exporter and prints its result."""
+    out = session.out
+    assert "label=soak level=3\n" in out
+    assert "device_id=bench-01 label=soak level=3 active_tasks=0 open_streams=0" in out
+    assert "bench-01: done after 0.1 s" in out
+    assert "\n0\n1\n2\n" in out
+    assert re.search(r"^[0-9a-f]{32}$", out, re.MULTILINE)
+    assert f"wrote 1000000 bytes to {session.saved}" in out
+    assert session.saved.stat().st_size == 1_000_000
+    assert "device_id=bench-01 label=final level=9 active_tasks=0 open_streams=0" in out
+
+
+def test_upload_command_stores_the_file(session: Session):
+    """`j custom upload` stores the file under the configured upload_dir and prints its size and hash."""
+    digest = hashlib.sha256(session.image.read_bytes()).hexdigest()
+    assert f"uploaded firmware.bin: 300000 bytes, sha256 {digest}" in session.out
+    assert (session.upload_dir / "firmware.bin").read_bytes() == session.image.read_bytes()
+
+
+def test_driver_error_reaches_the_terminal(session: Session):
+    """A driver error is printed with its message (local mode's exit status is always 0)."""
+    assert "seconds must be between 0 and 10.0, got 11" in session.out
+    assert "slow-task FAILED" in session.out
+
+
+def test_next_local_session_starts_from_defaults(session: Session):
+    """Every `jmp shell --exporter-config` is a new lease: reset() forgets settings, partial uploads are gone."""
+    out = local_shell(session.config, "j custom state")
+    assert "label=default level=0" in out
+    assert sorted(p.name for p in session.upload_dir.iterdir()) == ["firmware.bin"]
+
+
+@pytest.mark.parametrize(
+    ("override", "field", "problem"),
+    [
+        ({"max_secnds": 5}, "max_secnds", "Unexpected keyword argument"),
+        ({"max_seconds": "soon"}, "max_seconds", "Input should be a valid number"),
+    ],
+)
+def test_bad_exporter_config_stops_jmp_shell(tmp_path: Path, override: dict, field: str, problem: str):
+    """An unknown key or a wrong type under `config:` fails before the shell starts, naming the field."""
+    config = write_config(tmp_path, {"custom": override})
+    result = run([JMP, "shell", "--exporter-config", str(config), "--", "echo", "SHELL STARTED"], cwd=tmp_path)
+    assert result.returncode != 0
+    assert f"ValidationError: 1 validation error for ExampleCustom\n{field}\n  {problem}" in result.stdout
+    assert "SHELL STARTED" not in result.stdout
+
+
+# A `jmp run` exporter: load, faults, cancellation, bad input, lifecycle
+
+
+@pytest.fixture(scope="module")
+def exporter(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Exporter]:
+    """This module's `jmp run` exporter: the example config, with tasks of up to 600 s."""
+    with exporter_process(tmp_path_factory.mktemp("custom"), {"custom": {"max_seconds": 600}}) as running:
+        yield running
 
 
 @pytest.fixture(scope="module")
 def remote(exporter: Exporter) -> Iterator[Any]:
-    """A client in this process, connected to the shared exporter for the whole module."""
+    """A client in this process, connected to the module's exporter for the whole module."""
     with exporter.client() as client:
         yield client
 
 
+def upload_dir(exporter: Exporter) -> Path:
+    """Where the exporter stores uploads."""
+    return exporter.path(UPLOAD_DIR)
+
+
 def partial_uploads(exporter: Exporter) -> list[str]:
     """Names of the uploads in progress (or left behind) in the exporter's upload directory."""
-    return [p.name for p in exporter.upload_dir.glob(".*.partial")]
+    return [p.name for p in upload_dir(exporter).glob(".*.partial")]
 
 
 def idle(exporter: Exporter, custom: Any) -> bool:
@@ -54,11 +172,11 @@ def run_client(exporter: Exporter, index: int, source: Path, start_together: thr
     problems: list[str] = []
     source_sha = hashlib.sha256(source.read_bytes()).hexdigest()
     with exporter.client() as root:
-        custom, power = root.custom, root.power
+        custom = root.custom
         start_together.wait(timeout=60)
         for i in range(CALLS):
             try:
-                match i % 6:
+                match i % 5:
                     case 0:  # sync unary call
                         expected = Settings(label=f"client-{index}-{i}", level=i % 11)
                         ok = custom.configure(expected.label, expected.level) == expected
@@ -69,15 +187,13 @@ def run_client(exporter: Exporter, index: int, source: Path, start_together: thr
                     case 3:  # byte stream
                         size = 1000 + 97 * i
                         ok = len(custom.read_random(size)) == size
-                    case 4:  # streaming call of a standard-interface driver
-                        ok = list(power.read()) in (ON, OFF)
-                    case _ if i % 30 == 5:  # upload, every 30th call: each one is fsync-ed
+                    case _ if i % 30 == 4:  # upload, every 30th call: each one is fsync-ed
                         result = custom.upload(source, f"load-{index}.bin")
                         ok = (result.size, result.sha256) == (source.stat().st_size, source_sha)
                     case _:
                         ok = custom.state().device_id == "bench-01"
                 if not ok:
-                    problems.append(f"client {index} call {i} ({i % 6}): wrong result")
+                    problems.append(f"client {index} call {i} ({i % 5}): wrong result")
             except Exception as e:
                 problems.append(f"client {index} call {i}: {type(e).__name__}: {e}")
     return problems
@@ -94,12 +210,12 @@ def test_load_many_clients_mixed_calls(exporter: Exporter, remote: Any, tmp_path
         runs = [pool.submit(run_client, exporter, i, source, start_together) for i in range(CLIENTS)]
         problems = [problem for run in runs for problem in run.result(timeout=300)]
     REPORTED.append(
-        f"load: {CLIENTS} clients x {CALLS} calls (unary, streaming, byte streams, uploads) against one jmp run "
+        f"custom load: {CLIENTS} clients x {CALLS} calls (unary, streaming, byte streams, uploads) against one jmp run "
         f"exporter, {len(problems)} errors, {CLIENTS * CALLS} results checked"
     )
     assert problems == []
     for i in range(CLIENTS):
-        assert (exporter.upload_dir / f"load-{i}.bin").read_bytes() == source.read_bytes()
+        assert (upload_dir(exporter) / f"load-{i}.bin").read_bytes() == source.read_bytes()
     # Every client's connection and stream is released once they are gone.
     wait_for(lambda: idle(exporter, remote.custom), what="an idle exporter")
     wait_for(lambda: exporter.open_fds() <= fds_before, what=f"exporter fds back to {fds_before}")
@@ -138,7 +254,7 @@ class FifoWriter:
 def test_client_killed_mid_stream_and_mid_upload(exporter: Exporter, remote: Any, tmp_path: Path):
     """A client killed during a byte stream and an upload: streams close, no fd leaks, the old file is intact."""
     custom = remote.custom
-    target = exporter.upload_dir / "disk.img"
+    target = upload_dir(exporter) / "disk.img"
     target.write_bytes(b"known good image")
     wait_for(lambda: idle(exporter, custom), what="an idle exporter")
     fds_before = exporter.open_fds()
@@ -160,7 +276,7 @@ def test_client_killed_mid_stream_and_mid_upload(exporter: Exporter, remote: Any
         wait_for(
             lambda: (
                 custom.state().open_streams == 1
-                and any(p.stat().st_size > 0 for p in exporter.upload_dir.glob(".disk.img.*.partial"))
+                and any(p.stat().st_size > 0 for p in upload_dir(exporter).glob(".disk.img.*.partial"))
             ),
             timeout=60,
             what="a byte stream and an upload in progress",
@@ -259,47 +375,27 @@ def test_bad_upload_arguments_write_nothing(remote: Any, exporter: Exporter, tmp
     """An unsafe name or a bad size is INVALID_ARGUMENT, and nothing is written to the upload directory."""
     source = tmp_path / "payload"
     source.write_bytes(b"payload")
-    before = sorted(p.name for p in exporter.upload_dir.iterdir())
+    before = sorted(p.name for p in upload_dir(exporter).iterdir())
     custom = remote.custom
     with pytest.raises(DriverInvalidArgument, match=message):
         # _upload_async lets a test declare a size; the public upload() always sends the file's own.
         custom.portal.call(custom._upload_async, source, name, size)
-    assert sorted(p.name for p in exporter.upload_dir.iterdir()) == before
-    assert not (exporter.upload_dir.parent / "escape.bin").exists()
+    assert sorted(p.name for p in upload_dir(exporter).iterdir()) == before
+    assert not (upload_dir(exporter).parent / "escape.bin").exists()
 
 
-@pytest.mark.parametrize(
-    ("driver", "method", "streaming"),
-    [("custom", "state", False), ("power", "on", False), ("power", "off", False), ("power", "read", True)],
-)
-def test_unexpected_arguments_are_refused(remote: Any, driver: str, method: str, streaming: bool):
-    """Methods without parameters refuse arguments with an error that says so (Jumpstarter sends it as UNKNOWN)."""
-    client = getattr(remote, driver)
+def test_unexpected_arguments_are_refused(remote: Any):
+    """A method without parameters refuses arguments with an error that says so (Jumpstarter sends it as UNKNOWN)."""
     with pytest.raises(DriverError, match=r"takes 1 positional argument but 2 were given"):
-        if streaming:
-            list(client.streamingcall(method, "extra"))
-        else:
-            client.call(method, "extra")
-    assert list(remote.power.read()) in (ON, OFF)
+        remote.custom.call("state", "extra")
+    assert remote.custom.state().device_id == "bench-01"
 
 
-@pytest.mark.parametrize(
-    ("driver", "method"),
-    [
-        ("custom", "reset"),
-        ("custom", "close"),
-        ("custom", "_upload_path"),
-        ("custom", "_remove_partial_uploads"),
-        ("custom", "client"),
-        ("custom", "random_stream"),  # an @exportstream method is a stream, not a call
-        ("power", "_run"),
-        ("custom", "no_such_method"),
-    ],
-)
-def test_only_exported_methods_can_be_called(remote: Any, driver: str, method: str):
-    """A method that is not @export-ed cannot be called remotely; the exporter keeps serving."""
+@pytest.mark.parametrize("method", ["_upload_path", "_remove_partial_uploads", "random_stream", "no_such_method"])
+def test_only_exported_methods_can_be_called(remote: Any, method: str):
+    """Helpers, a byte stream (not a call) and unknown names cannot be called remotely; the exporter keeps serving."""
     with pytest.raises(DriverMethodNotImplemented, match=f"method {method} (missing marker|not found)"):
-        getattr(remote, driver).call(method)
+        remote.custom.call(method)
     assert remote.custom.state().device_id == "bench-01"
 
 
@@ -308,11 +404,10 @@ def test_only_exported_methods_can_be_called(remote: Any, driver: str, method: s
 
 def test_stopping_the_exporter_closes_its_drivers(tmp_path: Path):
     """Stopping `jmp run` ends its lease: close() runs and removes a half-written upload."""
-    upload_dir = tmp_path / "uploads"
-    config = write_config(tmp_path / "exporter.yaml", upload_dir)
-    with exporter_process(config, upload_dir) as exporter:
+    with exporter_process(tmp_path) as exporter:
         with exporter.client() as client:
             client.custom.configure("before-stop", 2)
-        (upload_dir / ".disk.img.crashed.partial").write_bytes(b"half")  # as a crash mid-upload leaves it
+        uploads = upload_dir(exporter)
+        (uploads / ".disk.img.crashed.partial").write_bytes(b"half")  # as a crash mid-upload leaves it
     assert exporter.process.returncode is not None
-    assert list(upload_dir.iterdir()) == []
+    assert list(uploads.iterdir()) == []

@@ -1,0 +1,99 @@
+# mypy: allow-untyped-defs
+"""Whatever examples/exporter.yaml exports, served by real exporters: local and direct mode, passphrase, hardware tests.
+
+Local mode: `jmp shell --exporter-config FILE -- CMD` runs an exporter for one shell. Direct mode:
+`jmp run --tls-grpc-listener` serves (the shared `exporter` fixture, on 127.0.0.1 with a random
+passphrase) and `jmp shell --tls-grpc` connects from another process. Nothing here names a driver:
+the tests read the config.
+"""
+
+import re
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+from harness import (
+    JMP,
+    ROOT,
+    Exporter,
+    example_config,
+    exported,
+    local_shell,
+    our_drivers,
+    run,
+    write_config,
+)
+from jumpstarter.client.core import DriverMethodNotImplemented
+
+AUTH_FAILED = "Authentication failed: invalid or missing passphrase"
+
+
+def commands_of(help_text: str) -> list[str]:
+    """The command names `j --help` lists."""
+    return re.findall(r"^  (\S+)", help_text.split("Commands:", 1)[-1], re.MULTILINE)
+
+
+def test_local_shell_serves_every_driver(tmp_path: Path):
+    """`jmp shell --exporter-config` gives `j` a command for every driver the config exports, with its own help."""
+    config = write_config(tmp_path)
+    script = "j --help\n" + "\n".join(f"j {name} --help >/dev/null" for name in our_drivers())
+    out = local_shell(config, script)
+    assert sorted(commands_of(out)) == sorted(exported()), out
+
+
+@pytest.mark.parametrize("driver", our_drivers())
+def test_unknown_config_key_stops_jmp_shell(tmp_path: Path, driver: str):
+    """A misspelt key under a driver's `config:` fails before the shell starts, naming the driver class and the key."""
+    config = write_config(tmp_path, {driver: {"no_such_key": 1}})
+    result = run([JMP, "shell", "--exporter-config", str(config), "--", "echo", "SHELL STARTED"], cwd=tmp_path)
+    driver_class = example_config()["export"][driver]["type"].rpartition(".")[2]
+    assert result.returncode != 0
+    assert f"validation error for {driver_class}\nno_such_key\n  Unexpected keyword argument" in result.stdout
+    assert "SHELL STARTED" not in result.stdout
+
+
+def test_exporter_serves_sessions_in_a_row(exporter: Exporter):
+    """Consecutive `jmp shell --tls-grpc` sessions are each served, and each gets its command's exit status back."""
+    for _ in range(3):
+        result = exporter.shell("j", "--help")
+        assert result.returncode == 0, result.stdout
+        assert sorted(commands_of(result.stdout)) == sorted(exported()), result.stdout
+    assert exporter.shell("sh", "-c", "exit 3").returncode == 3
+
+
+@pytest.mark.parametrize("passphrase", ["not-the-passphrase", None], ids=["wrong", "missing"])
+def test_wrong_or_missing_passphrase_is_refused(exporter: Exporter, passphrase: str | None):
+    """A client without the exporter's passphrase is refused before its command runs; the exporter keeps serving."""
+    result = exporter.shell("echo", "COMMAND RAN", passphrase=passphrase)
+    assert result.returncode != 0
+    assert AUTH_FAILED in result.stdout
+    assert "COMMAND RAN" not in result.stdout
+    assert exporter.shell("true").returncode == 0
+
+
+def test_only_exported_methods_can_be_called(exporter: Exporter):
+    """Lifecycle methods and helpers of every driver are out of a client's reach: only @export methods are calls."""
+    with exporter.client() as root:
+        for name in exported():
+            for method in ("reset", "close", "client", "__init__", "_no_such_helper"):
+                with pytest.raises(DriverMethodNotImplemented, match=f"method {method} (missing marker|not found)"):
+                    root.children[name].call(method)
+    assert exporter.process.poll() is None
+
+
+def test_hardware_tests_pass_inside_jmp_shell(exporter: Exporter):
+    """The JumpstarterTest examples (tests/hardware) pass when run inside `jmp shell`, as an author runs them."""
+    args = [sys.executable, "-m", "pytest", str(ROOT / "tests" / "hardware"), "-p", "no:cacheprovider", "-q"]
+    result = exporter.shell(*args, timeout=180)
+    assert result.returncode == 0, result.stdout
+    # pytest's summary, e.g. "4 passed in 2.31s": some tests ran (however many there are), none failed or skipped.
+    summaries = re.findall(r"^=*\s*(\d+ \w+(?:, \d+ \w+)*) in [\d.]+s", result.stdout, re.MULTILINE)
+    assert summaries, result.stdout
+    assert re.search(r"\b[1-9]\d* passed\b", summaries[-1]), result.stdout
+    assert not re.search(r"\b(failed|errors?|skipped)\b", summaries[-1]), result.stdout
+
+
+def test_example_config_is_the_one_served(exporter: Exporter):
+    """The exporter runs the example config as it is (the shared fixture has no overrides)."""
+    assert yaml.safe_load(exporter.config.read_text()) == example_config()

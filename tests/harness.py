@@ -1,0 +1,277 @@
+"""The end-to-end harness: real `jmp` processes serving whatever `examples/exporter.yaml` exports.
+
+Nothing here knows the drivers: an exporter runs a copy of the example config in a directory of
+its own (relative paths in the config, an upload directory say, land there), and it is ready when
+it answers and lists every driver the config exports. Tests of one driver live in a file named
+after it and give its config overrides (`exporter_process(workdir, {"custom": {"max_seconds": 600}})`).
+
+Every process is started in its own session, and stopped in `finally`/fixture teardown with bounded
+waits, so an interrupted or failing test leaves nothing running. A wait that times out fails with
+the last error it saw and the tail of the exporter's log.
+"""
+
+from __future__ import annotations
+
+import copy
+import os
+import secrets
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterator
+from contextlib import AbstractContextManager, ExitStack, contextmanager, suppress
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import yaml
+from anyio.from_thread import start_blocking_portal
+from jumpstarter.client import client_from_path
+
+ROOT = Path(__file__).resolve().parent.parent
+BIN = Path(sys.executable).parent
+JMP = str(BIN / "jmp")
+J = str(BIN / "j")
+EXAMPLE_CONFIG = ROOT / "examples" / "exporter.yaml"
+PACKAGE = "jumpstarter_driver_template"
+DONE = "ALL COMMANDS SUCCEEDED"
+LOG_TAIL = 40
+
+# Figures that tests report in pytest's summary (see pytest_terminal_summary in conftest.py).
+REPORTED: list[str] = []
+
+Overrides = dict[str, dict[str, Any]]
+"""Config overrides by driver name: {"custom": {"max_seconds": 600}} merges into that driver's `config:`."""
+
+
+def example_config(overrides: Overrides | None = None) -> dict[str, Any]:
+    """examples/exporter.yaml, parsed, with `overrides` merged into the drivers' `config:`."""
+    config = yaml.safe_load(EXAMPLE_CONFIG.read_text())
+    for name, values in (overrides or {}).items():
+        driver = config["export"][name]
+        driver["config"] = (driver.get("config") or {}) | copy.deepcopy(values)
+    return config
+
+
+def exported(config: dict[str, Any] | None = None) -> list[str]:
+    """The names of the drivers a config exports (default: the example's)."""
+    return list((config or example_config())["export"])
+
+
+def our_drivers(config: dict[str, Any] | None = None) -> list[str]:
+    """The exported drivers whose class is this package's (not an upstream driver reused as is)."""
+    drivers = (config or example_config())["export"]
+    return [name for name, entry in drivers.items() if str(entry.get("type", "")).startswith(f"{PACKAGE}.")]
+
+
+def write_config(workdir: Path, overrides: Overrides | None = None) -> Path:
+    """Write the example config (with overrides) to `workdir`, where the exporter will run."""
+    workdir.mkdir(parents=True, exist_ok=True)
+    path = workdir / "exporter.yaml"
+    path.write_text(yaml.safe_dump(example_config(overrides), sort_keys=False))
+    return path
+
+
+def child_env(**extra: str) -> dict[str, str]:
+    """The environment for a child process: this one, without a surrounding jmp shell, and no progress bars."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("JUMPSTARTER_", "JMP_"))}
+    env["TERM"] = "dumb"  # Jumpstarter draws a progress bar per transfer unless TERM is dumb
+    env["PATH"] = f"{BIN}{os.pathsep}{env.get('PATH', '')}"  # `j` inside jmp shell is this project's
+    return env | extra
+
+
+def wait_for(
+    condition: Callable[[], Any], timeout: float = 30.0, what: str = "condition", context: Callable[[], str] = str
+) -> Any:
+    """Poll `condition` every 50 ms until it returns something true, and return that.
+
+    An exception from `condition` counts as "not yet"; after `timeout` s the failure names the last one,
+    followed by `context()` (the tail of a log, say).
+    """
+    deadline = time.monotonic() + timeout
+    last_error: BaseException | None = None
+    while True:
+        try:
+            if result := condition():
+                return result
+        except Exception as e:
+            last_error = e
+        if time.monotonic() >= deadline:
+            message = f"{what} not reached within {timeout} s"
+            if last_error is not None:
+                message += f"; last error: {type(last_error).__name__}: {last_error}"
+            raise AssertionError(f"{message}\n{context()}".rstrip())
+        time.sleep(0.05)
+
+
+def stop_group(process: subprocess.Popen, sig: int = signal.SIGTERM, timeout: float = 20.0) -> None:
+    """Signal a process's whole session (started with start_new_session), then make sure it is gone."""
+    for s in (sig, signal.SIGKILL):
+        with suppress(ProcessLookupError):
+            os.killpg(process.pid, s)
+        try:
+            process.wait(timeout=timeout)
+            return
+        except subprocess.TimeoutExpired:
+            continue
+    process.wait(timeout=timeout)
+
+
+def start(args: list[str], cwd: Path = ROOT, **kwargs: Any) -> subprocess.Popen:
+    """Start a process in a new session, output captured as text."""
+    kwargs.setdefault("env", child_env())
+    kwargs.setdefault("stdout", subprocess.PIPE)
+    kwargs.setdefault("stderr", subprocess.STDOUT)
+    return subprocess.Popen(args, start_new_session=True, text=True, cwd=cwd, **kwargs)
+
+
+def run(args: list[str], timeout: float = 90.0, **kwargs: Any) -> subprocess.CompletedProcess[str]:
+    """Run a process to completion (output merged into stdout); kill its session if it overruns."""
+    process = start(args, **kwargs)
+    try:
+        out, _ = process.communicate(timeout=timeout)
+    finally:
+        if process.poll() is None:
+            stop_group(process, signal.SIGKILL)
+    return subprocess.CompletedProcess(args, process.returncode, out, None)
+
+
+def local_shell(config: Path, script: str, timeout: float = 120.0) -> str:
+    """Run a shell script inside `jmp shell --exporter-config` (in the config's directory); return its output.
+
+    In Jumpstarter 0.9 local mode exits 0 even when the command fails, so the script runs with `set -e`
+    and prints DONE last: its absence in the output means a command failed.
+    """
+    command = [JMP, "shell", "--exporter-config", str(config), "--", "sh", "-c", f"set -e\n{script}\necho {DONE}"]
+    result = run(command, timeout=timeout, cwd=config.parent)
+    assert result.returncode == 0, result.stdout
+    return result.stdout
+
+
+def running(pid: int) -> bool:
+    """Whether `pid` is a live process (a zombie is not: it holds nothing, and waits to be reaped)."""
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()[0] not in "ZX"
+    except FileNotFoundError:
+        return False
+
+
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 that nothing listens on right now."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@contextmanager
+def connect(address: str, passphrase: str | None) -> Iterator[Any]:
+    """A client in this process for an exporter on TCP, built the way `jmp shell --tls-grpc` builds it."""
+    with start_blocking_portal() as portal, ExitStack() as stack:
+        # Direct mode trusts the exporter's drivers (allow=[], unsafe=True), as `jmp shell --tls-grpc` does.
+        session = client_from_path(address, portal, stack, allow=[], unsafe=True, insecure=True, passphrase=passphrase)
+        with portal.wrap_async_context_manager(session) as client:
+            yield client
+
+
+@dataclass
+class Exporter:
+    """A `jmp run` exporter serving on 127.0.0.1 without TLS, guarded by a passphrase, in its own directory."""
+
+    process: subprocess.Popen
+    address: str
+    passphrase: str
+    workdir: Path
+    config: Path
+    log: Path
+
+    def log_tail(self, lines: int = LOG_TAIL) -> str:
+        """The last lines the exporter wrote, for failure messages."""
+        text = self.log.read_text(errors="replace") if self.log.exists() else ""
+        return f"--- last {lines} lines of {self.log}:\n" + "\n".join(text.splitlines()[-lines:])
+
+    def path(self, relative: str) -> Path:
+        """A path of the config (an upload directory, say), as the exporter resolves it: from its directory."""
+        return self.workdir / relative
+
+    @property
+    def serving_pid(self) -> int:
+        """`jmp run` forks: the child (its own session) serves, the parent restarts it and forwards signals."""
+        children = Path(f"/proc/{self.process.pid}/task/{self.process.pid}/children")
+        pids = wait_for(lambda: children.read_text().split(), what="jmp run's serving child", context=self.log_tail)
+        return int(pids[0])
+
+    def open_fds(self) -> int:
+        """How many file descriptors the serving process has open (a leak shows as growth)."""
+        return len(os.listdir(f"/proc/{self.serving_pid}/fd"))
+
+    def shell_args(self, *command: str, passphrase: str | None = "") -> list[str]:
+        """The arguments of `jmp shell --tls-grpc ... -- command` (passphrase None: send none)."""
+        passphrase = self.passphrase if passphrase == "" else passphrase
+        args = [JMP, "shell", "--tls-grpc", self.address, "--tls-grpc-insecure"]
+        args += [] if passphrase is None else ["--passphrase", passphrase]
+        return [*args, "--", *command]
+
+    def shell(
+        self, *command: str, passphrase: str | None = "", timeout: float = 90.0
+    ) -> subprocess.CompletedProcess[str]:
+        """Run `jmp shell --tls-grpc ... -- command` against this exporter; direct mode returns its exit status."""
+        return run(self.shell_args(*command, passphrase=passphrase), timeout=timeout, cwd=self.workdir)
+
+    def client(self) -> AbstractContextManager[Any]:
+        """A client in this process connected to this exporter, as a context manager."""
+        return connect(self.address, self.passphrase)
+
+
+@contextmanager
+def exporter_process(workdir: Path, overrides: Overrides | None = None, timeout: float = 60.0) -> Iterator[Exporter]:
+    """Run `jmp run` on a free loopback port with the example config; stop it (and its child) however the test ends."""
+    config = write_config(workdir, overrides)
+    port, passphrase = free_port(), secrets.token_urlsafe(16)
+    args = [JMP, "run", "--exporter-config", str(config), "--tls-grpc-listener", f"127.0.0.1:{port}"]
+    log = workdir / "exporter.log"
+    with log.open("w") as output:
+        process = start([*args, "--tls-grpc-insecure", "--passphrase", passphrase], cwd=workdir, stdout=output)
+    exporter = Exporter(process, f"127.0.0.1:{port}", passphrase, workdir, config, log)
+    expected = set(exported(yaml.safe_load(config.read_text())))
+    child: int | None = None
+    try:
+        child = exporter.serving_pid
+
+        def ready() -> bool:
+            """The exporter answers and lists every driver of its config; one that exited fails at once."""
+            if process.poll() is not None:
+                raise AssertionError(f"jmp run exited with status {process.returncode}\n{exporter.log_tail()}")
+            with exporter.client() as client:
+                listed = set(client.children)
+                if listed != expected:
+                    raise AssertionError(f"the exporter lists {sorted(listed)}, the config exports {sorted(expected)}")
+                return True
+
+        wait_for(_failing_fast(ready), timeout=timeout, what="jmp run ready", context=exporter.log_tail)
+        yield exporter
+    finally:
+        # The parent forwards SIGTERM to the child's process group; the child closes its drivers.
+        stop_group(process, signal.SIGTERM)
+        if child is not None:
+            with suppress(ProcessLookupError):
+                os.killpg(child, signal.SIGKILL)  # only if it outlived its parent
+
+
+class _ExporterExited(Exception):
+    """Not worth waiting for: the exporter process is gone."""
+
+
+def _failing_fast(ready: Callable[[], bool]) -> Callable[[], bool]:
+    """`ready`, except that an exporter which exited stops the wait at once instead of at its timeout."""
+
+    def check() -> bool:
+        try:
+            return ready()
+        except AssertionError as e:
+            if str(e).startswith("jmp run exited"):
+                raise _ExporterExited(str(e)) from None
+            raise
+
+    return check

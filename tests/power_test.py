@@ -1,0 +1,39 @@
+# mypy: allow-untyped-defs
+"""ExamplePower end to end: upstream's `j power` commands through real exporters."""
+
+import signal
+from pathlib import Path
+
+from harness import exporter_process, local_shell, running, start, stop_group, wait_for, write_config
+
+ON = "voltage=12.0 V  current=0.5 A  apparent_power=6.0 VA"
+OFF = "voltage=0.0 V  current=0.0 A  apparent_power=0.0 VA"
+
+
+def test_power_commands_in_local_mode(tmp_path: Path):
+    """`j power on/read/off` drive ExamplePower with the load from the exporter config."""
+    out = local_shell(write_config(tmp_path), "j power on\nj power read\nj power off\necho 'after off:'\nj power read")
+    on, off = out.split("after off:")
+    assert ON in on and OFF not in on, out
+    assert OFF in off, out
+
+
+def test_power_commands_run_the_configured_tools(tmp_path: Path):
+    """With on_command/off_command in the config, `j power on/off` run them."""
+    marker = tmp_path / "relay-closed"
+    config = write_config(tmp_path, {"power": {"on_command": ["touch", str(marker)], "off_command": ["true"]}})
+    local_shell(config, f"j power on\ntest -e {marker}")
+
+
+def test_client_interrupted_mid_command_ends_the_command(tmp_path: Path):
+    """Ctrl-C on `j power on` while the relay script runs ends the script and every process it started."""
+    pid_file = tmp_path / "child.pid"
+    script = ["sh", "-c", f"sleep 300 & echo $! > {pid_file}; wait"]
+    with exporter_process(tmp_path / "exporter", {"power": {"on_command": script}}) as exporter:
+        client = start(exporter.shell_args("j", "power", "on"), cwd=exporter.workdir)
+        try:
+            child = int(wait_for(lambda: pid_file.read_text().strip(), timeout=60, what="the relay script's child"))
+        finally:
+            stop_group(client, signal.SIGINT)  # Ctrl-C reaches the terminal's whole process group
+        wait_for(lambda: not running(child), what="the relay script's child ended", context=exporter.log_tail)
+        assert OFF in exporter.shell("j", "power", "read").stdout  # the state did not change
