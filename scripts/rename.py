@@ -1,22 +1,28 @@
 #!/usr/bin/env python3
 """Turn jumpstarter-driver-template into your own driver package, jumpstarter-driver-<name>.
 
-Run it once, from a fresh, committed copy of the template:
+Run it once, from a fresh, committed copy of the template ("Use this template", a clone):
 
-    python3 scripts/rename.py acme-power-strip
+    python3 scripts/rename.py acme-power-strip --examples skeleton,power
 
-It rewrites every file git knows about (jumpstarter-driver-template ->
-jumpstarter-driver-acme-power-strip, jumpstarter_driver_template ->
-jumpstarter_driver_acme_power_strip), renames src/jumpstarter_driver_template, deletes the
-template-only parts (this script, its test, and the README's rename instructions) and leaves
-the result uncommitted: review it with `git status` / `git diff`, then commit.
+It keeps the example units you name and deletes the others, rewrites every file git knows about
+(jumpstarter-driver-template -> jumpstarter-driver-acme-power-strip, jumpstarter_driver_template ->
+jumpstarter_driver_acme_power_strip, the skeleton driver Template -> AcmePowerStrip), moves
+src/jumpstarter_driver_template, deletes the template-only parts (this script, its tests, copier's
+files, the README's template sections), writes .copier-answers.yml so that `copier update` can
+bring later template changes in, and leaves the result uncommitted for you to review.
 
-Template-only machinery, for template maintainers: in any text file, the lines from one
-containing "template-only:start" to one containing "template-only:end" (whatever the comment
-syntax) are deleted. Between "renamed-only:start" and "renamed-only:end" lines, the marker
-lines are deleted and the lines between are kept as they are (so a README can hide text for
-the renamed project inside an HTML comment), with {name}, {distribution}, {package}, {camel}
-and {title} replaced by the new names; nothing else is rewritten there.
+`copier copy` runs this same script as its task (--copier-operation), so both ways in give the same
+tree; `copier update` runs it again over the project, where the package is merged, not nested.
+
+Template-only machinery, for template maintainers. In any text file:
+- lines from one containing "template-only:start" to one containing "template-only:end" are deleted;
+- between "renamed-only:start" and "renamed-only:end" lines, the marker lines are deleted and the
+  lines between are kept (a README hides them inside an HTML comment), with {name}, {distribution},
+  {package}, {camel}, {title} and {description} replaced; nothing else is rewritten there;
+- lines between "unit:NAMES:start" and "unit:NAMES:end" (NAMES: units, comma-separated) are kept,
+  without the marker lines, when one of those units is kept, and deleted otherwise.
+A unit's files are listed in UNITS below, one line each; SUPPORT lists modules units share.
 
 Standard library only, so it runs before any environment exists; the syntax stays within
 Python 3.8 so an older system python3 can run it too.
@@ -25,11 +31,16 @@ Python 3.8 so an older system python3 can run it too.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import difflib
+import json
+import keyword
 import os
 import re
+import shutil
 import subprocess
 import sys
+import tempfile
 import unicodedata
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -38,21 +49,91 @@ ROOT = Path(__file__).resolve().parent.parent
 TEMPLATE_DISTRIBUTION = "jumpstarter-driver-template"
 TEMPLATE_PACKAGE = "jumpstarter_driver_template"
 PREFIX = "jumpstarter-driver-"
+# Where copier fetches the template from (written as _src_path): the template's public home.
+TEMPLATE_SOURCE = "https://github.com/jumpstarter-dev/jumpstarter-driver-template"
+ANSWERS_FILE = ".copier-answers.yml"
 # Template-only machinery: deleted by the rename, with their directories if that leaves them empty.
-TEMPLATE_ONLY_FILES = ("scripts/rename.py", "tests/rename_test.py")
+TEMPLATE_ONLY = (
+    "scripts/rename.py",
+    "tests/template_test.py",
+    "copier.yml",
+    "{{ _copier_conf.answers_file }}.jinja",
+)
 PROVENANCE = f"Generated from {TEMPLATE_DISTRIBUTION}"
+DEFAULT_AUTHOR_NAME = "Your Name"  # the same defaults as copier.yml's questions
+DEFAULT_AUTHOR_EMAIL = "you@example.com"
+DEFAULT_DESCRIPTION = "Jumpstarter driver for {name}"
+
+P = f"src/{TEMPLATE_PACKAGE}"
+# The example units an author picks: the files each one owns (a directory ends with /; a path that does
+# not exist is skipped) and the units it needs. Everything a unit owns outside these files is in blocks
+# marked unit:NAME (pyproject.toml, examples/exporter.yaml, README.md, docs/).
+EXAMPLES: dict[str, tuple[str, str]] = {
+    "skeleton": (
+        f"{P}/driver.py {P}/client.py {P}/driver_test.py {P}/client_test.py tests/hardware/driver_test.py "
+        "benchmarks/driver_bench.py docs/driver.md",
+        "base_client validation",
+    ),
+    "power": (
+        f"{P}/power/ tests/power_test.py tests/hardware/power_test.py benchmarks/power_bench.py docs/power.md",
+        "commands validation",
+    ),
+    "custom": (
+        f"{P}/custom/ tests/custom_test.py tests/hardware/custom_test.py benchmarks/custom_bench.py docs/custom.md",
+        "base_client validation",
+    ),
+    "device": (
+        f"{P}/device/ tests/device_test.py tests/hardware/device_test.py benchmarks/device_bench.py docs/device.md",
+        "base_client validation",
+    ),
+    "board": (
+        f"{P}/board/ tests/board_test.py tests/hardware/board_test.py benchmarks/board_bench.py docs/board.md",
+        "device base_client validation",
+    ),
+    "storage": (
+        f"{P}/storage/ tests/storage_test.py tests/hardware/storage_test.py benchmarks/storage_bench.py "
+        "docs/storage.md",
+        "commands",
+    ),
+}
+# Modules that several units use: kept when a kept unit needs them.
+SUPPORT: dict[str, tuple[str, str]] = {
+    "commands": (f"{P}/commands.py {P}/commands_test.py", ""),
+    "base_client": (f"{P}/base_client.py {P}/base_client_test.py", ""),
+    "validation": (f"{P}/validation.py {P}/validation_test.py", ""),
+}
+UNITS = {**EXAMPLES, **SUPPORT}
+
+# Upstream driver packages (jumpstarter-dev/jumpstarter, python/packages/jumpstarter-driver-*, on main in
+# 2026-11, which includes every 0.9 release): a driver named after one would clash with it on PyPI, and
+# depend on itself when it is one the template uses (power, composite, opendal, network).
+# fmt: off
+UPSTREAM_DRIVERS = frozenset((
+    "adb", "androidemulator", "ble", "can", "composite", "corellium", "cuttlefish", "dds", "doip",
+    "dut-network", "dutlink", "energenie", "esp32", "fastboot", "flashers", "gpiod", "gptp", "http",
+    "http-power", "iosdevice", "iossimulator", "iscsi", "kubevirt", "mitmproxy", "nanokvm", "nanokvm-usb",
+    "netsim", "network", "noyito-relay", "obd", "opendal", "pi-pico", "power", "probe-rs", "pyserial", "qemu",
+    "qualcomm", "raspberrypi", "renode", "ridesx", "sdmux", "sdwire", "shell", "sigrok", "snmp", "someip",
+    "ssh", "ssh-mitm", "ssh-mount", "stlink-msd", "tasmota", "tftp", "tmt", "uboot", "uds", "uds-can",
+    "uds-doip", "ustreamer", "vnc", "xcp", "yepkit",
+))
+# fmt: on
 
 EXIT_REFUSED = 1
-EXIT_INVALID_NAME = 2
+EXIT_INVALID = 2
 VALID_NAME = (
-    "A valid name is lowercase letters, digits and single hyphens, starting with a letter and not "
-    "'template', e.g. 'acme-power-strip' (the package becomes jumpstarter-driver-acme-power-strip)."
+    "A valid name is lowercase letters, digits and single hyphens, starting with a letter, not an upstream "
+    "driver's or an example unit's name, e.g. 'acme-power-strip' (the package becomes "
+    "jumpstarter-driver-acme-power-strip)."
 )
 
 NAME_RE = re.compile(r"[a-z][a-z0-9]*(?:-[a-z0-9]+)*\Z")
-MARKER_RE = re.compile(r"\b(template-only|renamed-only):(start|end)\b")
-PLACEHOLDER_RE = re.compile(r"\{(name|distribution|package|camel|title)\}")
+MARKER_RE = re.compile(r"\b(template-only|renamed-only|unit:([a-z_,]+)):(start|end)\b")
+PLACEHOLDER_RE = re.compile(r"\{(name|distribution|package|camel|title|description)\}")
 LEFTOVER_RE = re.compile(r"template", re.IGNORECASE)
+# Directories never read or rewritten in copier mode, where git may not say which files are the project's.
+SKIP_DIRS = {".git", ".venv", "venv", "node_modules", "__pycache__", ".tox", ".mypy_cache", ".pytest_cache",
+             ".ruff_cache", "dist", "build", ".uploads"}  # fmt: skip
 
 
 class RenameError(Exception):
@@ -67,10 +148,10 @@ class RenameError(Exception):
 class Names:
     """Every form of the driver's name the template uses."""
 
-    name: str  # acme-power-strip
+    name: str  # acme-power-strip (the skeleton's exporter key and `j` command)
     distribution: str  # jumpstarter-driver-acme-power-strip (PyPI, repository, README title)
     package: str  # jumpstarter_driver_acme_power_strip (import package, entry points, client() paths)
-    camel: str  # AcmePowerStrip (prose, class name stems)
+    camel: str  # AcmePowerStrip (the skeleton's class, prose)
     title: str  # Acme Power Strip (titles)
 
     @classmethod
@@ -107,6 +188,16 @@ def name_problem(raw: str, name: str) -> str | None:
         return f"{raw!r} is the template's own name"
     if "template" in name.split("-"):
         return f"{raw!r} has the word 'template', which the rename removes from everything else"
+    if name in UPSTREAM_DRIVERS:
+        return (
+            f"{PREFIX}{name} is one of Jumpstarter's own driver packages: yours would clash with it on PyPI "
+            "(and depend on itself if the template uses it)"
+        )
+    if name in UNITS:
+        return f"{raw!r} is the name of one of the template's example units, whose driver keeps that name"
+    package = (PREFIX + name).replace("-", "_")
+    if not package.isidentifier() or keyword.iskeyword(package):
+        return f"{raw!r} gives the import package {package!r}, which is not a Python identifier"
     return None
 
 
@@ -115,6 +206,8 @@ def suggest_name(name: str) -> str | None:
     ascii_name = unicodedata.normalize("NFKD", name).encode("ascii", "ignore").decode()  # é -> e
     # Lowercase, every run of other characters becomes one hyphen, then no hyphen or digit may lead.
     candidate = re.sub(r"[^a-z0-9]+", "-", ascii_name.lower()).strip("-").lstrip("0123456789-")
+    if candidate in UPSTREAM_DRIVERS or candidate in UNITS:
+        candidate = f"my-{candidate}"  # a name of one's own, next to the upstream one
     return candidate if candidate and name_problem(candidate, candidate) is None else None
 
 
@@ -127,7 +220,38 @@ def validate_name(raw: str) -> str:
     suggestion = suggest_name(name)
     if suggestion is not None:
         problem += f"; use {suggestion!r}"
-    raise RenameError(f"invalid driver name: {problem}.\n{VALID_NAME}", EXIT_INVALID_NAME)
+    raise RenameError(f"invalid driver name: {problem}.\n{VALID_NAME}", EXIT_INVALID)
+
+
+def select_units(examples: str | None) -> list[str]:
+    """The units to keep: the examples named (default: all of them) and what they need; exit 2 on an unknown one."""
+    chosen = list(EXAMPLES) if examples is None else [unit.strip() for unit in examples.split(",") if unit.strip()]
+    unknown = [unit for unit in chosen if unit not in EXAMPLES]
+    if unknown or not chosen:
+        problem = f"unknown example unit {', '.join(map(repr, unknown))}" if unknown else "no example unit chosen"
+        raise RenameError(f"{problem}: choose from {', '.join(EXAMPLES)} (comma-separated)", EXIT_INVALID)
+    keep: list[str] = []
+    pending = list(chosen)
+    while pending:
+        unit = pending.pop(0)
+        if unit not in keep:
+            keep.append(unit)
+            pending += UNITS[unit][1].split()
+    return [unit for unit in UNITS if unit in keep]  # in manifest order
+
+
+def unit_paths(unit: str) -> list[str]:
+    """The paths a unit owns (a directory ends with /)."""
+    return UNITS[unit][0].split()
+
+
+def owner(path: str) -> str | None:
+    """The unit that owns a file, or None for files every selection keeps."""
+    for unit in UNITS:
+        for owned in unit_paths(unit):
+            if path == owned or (owned.endswith("/") and path.startswith(owned)):
+                return unit
+    return None
 
 
 def name_substitutions(new: Names) -> list[tuple[str, str]]:
@@ -141,11 +265,18 @@ def name_substitutions(new: Names) -> list[tuple[str, str]]:
     ]
 
 
-def prose_substitutions() -> list[tuple[str, str]]:
-    """Prose that names the template as "this project": it becomes this package."""
+def text_substitutions(new: Names) -> list[tuple[str, str]]:
+    """Beyond the name forms: prose that names the template, and the skeleton driver's names."""
     return [
         (r"\b[Tt]he template\b(?!-)", "this package"),
         (r"\b[Tt]his template\b(?!-)", "this package"),
+        # The skeleton: class Template, TemplateClient, TestTemplate -> AcmePowerStrip...; its exporter key
+        # `template` (YAML key, `j template`, "template", `template`) -> acme-power-strip.
+        (r"Template(?![a-z])", new.camel),
+        (r"(?<=^  )template(?=:)", new.name),
+        (r"(?<=\bj )template\b(?![-_])", new.name),
+        (r'(?<=")template(?=")', new.name),
+        (r"(?<=`)template(?=`)", new.name),
     ]
 
 
@@ -154,13 +285,13 @@ class Substituter:
 
     def __init__(self, pairs: list[tuple[str, str]]) -> None:
         self._replacements = [replacement for _, replacement in pairs]
-        self._regex = re.compile("|".join(f"({pattern})" for pattern, _ in pairs))
+        self._regex = re.compile("|".join(f"({pattern})" for pattern, _ in pairs), re.MULTILINE)
 
     def __call__(self, text: str) -> str:
         """Return text with every template form replaced."""
         return self._regex.sub(self._replace, text)
 
-    def _replace(self, match: re.Match[str]) -> str:
+    def _replace(self, match: re.Match) -> str:
         index = match.lastindex - 1 if match.lastindex else 0
         replacement = self._replacements[index]
         # Keep a sentence's capital: "The template's tests" -> "This package's tests".
@@ -169,35 +300,49 @@ class Substituter:
         return replacement
 
 
-def rewrite_text(text: str, path: str, new: Names, substitute: Substituter) -> str:
+def rewrite_text(text: str, path: str, new: Names, keep: list[str], description: str, substitute: Substituter) -> str:
     """Apply the markers and the substitutions to one file's text."""
+    values = {"description": description, **{k: getattr(new, k) for k in ("name", "distribution", "package")}}
+    values.update(camel=new.camel, title=new.title)
     out = []
-    block = None  # None, or (kind, line number of its start marker)
+    blocks: list[tuple[str, bool, int]] = []  # open blocks: (kind, kept, line of its start marker)
     for number, line in enumerate(text.splitlines(keepends=True), start=1):
         marker = MARKER_RE.search(line)
         if marker is not None:
-            kind, edge = marker.groups()
+            kind, units, edge = marker.groups()
+            kind = f"unit:{units}" if units else kind
             if edge == "start":
-                if block is not None:
-                    raise RenameError(f"{path}:{number}: {kind}:start inside the block started on line {block[1]}")
-                block = (kind, number)
+                if blocks and not blocks[-1][0].startswith("unit:"):
+                    start = blocks[-1][2]
+                    raise RenameError(f"{path}:{number}: {marker.group(0)} inside the block started on line {start}")
+                if units:
+                    unknown = [unit for unit in units.split(",") if unit not in UNITS]
+                    if unknown:
+                        raise RenameError(f"{path}:{number}: unknown unit {', '.join(unknown)} in {marker.group(0)}")
+                kept = any(unit in keep for unit in units.split(",")) if units else kind == "renamed-only"
+                blocks.append((kind, kept, number))
             else:
-                if block is None or block[0] != kind:
-                    raise RenameError(f"{path}:{number}: {kind}:end without a {kind}:start before it")
-                block = None
+                if not blocks or blocks[-1][0] != kind:
+                    raise RenameError(f"{path}:{number}: {marker.group(0)} without a matching start before it")
+                blocks.pop()
             continue
-        if block is None:
+        if not all(kept for _, kept, _ in blocks):
+            continue
+        if any(kind == "renamed-only" for kind, _, _ in blocks):
+            out.append(PLACEHOLDER_RE.sub(lambda m: values[m.group(1)], line))
+        else:
             out.append(substitute(line))
-        elif block[0] == "renamed-only":
-            out.append(PLACEHOLDER_RE.sub(lambda m: getattr(new, m.group(1)), line))
-    if block is not None:
-        raise RenameError(f"{path}:{block[1]}: {block[0]}:start without a {block[0]}:end")
+    if blocks:
+        raise RenameError(f"{path}:{blocks[-1][2]}: a {blocks[-1][0]} block without its end")
     return "".join(out)
 
 
-def renamed_path(path: str, substitute: Substituter) -> str:
-    """The path with the template's name replaced in every component."""
-    return "/".join(substitute(part) for part in path.split("/"))
+def set_metadata(text: str, author_name: str, author_email: str, description: str) -> str:
+    """pyproject.toml's description and authors, from the answers (JSON strings are TOML basic strings)."""
+    line = f"description = {json.dumps(description)}"
+    text = re.sub(r'^description = ".*"$', lambda _: line, text, count=1, flags=re.MULTILINE)
+    author = f"authors = [{{ name = {json.dumps(author_name)}, email = {json.dumps(author_email)} }}]"
+    return re.sub(r"^authors = \[.*\]$", lambda _: author, text, count=1, flags=re.MULTILINE)
 
 
 @dataclass
@@ -205,24 +350,31 @@ class Plan:
     """Everything the rename will do, computed before anything is touched."""
 
     deletes: list[str] = field(default_factory=list)
-    moves: list[tuple[str, str]] = field(default_factory=list)  # deepest first
-    writes: dict[str, tuple[str, str]] = field(default_factory=dict)  # final path -> (old text, new text)
+    writes: dict[str, tuple[str, str, str]] = field(default_factory=dict)  # final path -> (source, old, new text)
     leftovers: list[str] = field(default_factory=list)
 
 
-def git(*args: str) -> str:
-    """Run git in the template's directory and return its output."""
+def git(*args: str, cwd: Path = ROOT, env: dict[str, str] | None = None) -> str:
+    """Run git and return its output; raise RenameError if it fails."""
     try:
-        result = subprocess.run(["git", *args], cwd=ROOT, capture_output=True, text=True, check=False)
+        result = subprocess.run(["git", *args], cwd=cwd, env=env, capture_output=True, text=True, check=False)
     except FileNotFoundError:
         raise RenameError("git is not installed: the rename uses it to know which files are the project's") from None
     if result.returncode != 0:
+        raise RenameError(f"git {' '.join(args[:2])} failed: {result.stderr.strip()}")
+    return result.stdout.strip()
+
+
+def check_git_tree() -> None:
+    """Refuse a directory that is not a git work tree: by hand, git tells the project's files and undoes a rename."""
+    try:
+        git("rev-parse", "--show-toplevel")
+    except RenameError as e:
         raise RenameError(
-            f"{ROOT} is not a git work tree ({result.stderr.strip()}): the rename rewrites the files git "
-            "tracks, and git lets you review it (`git diff`) or undo it. Clone the repository, or run "
+            f"{ROOT} is not a git work tree ({e}): the rename rewrites the files git tracks, and git lets you "
+            "review it (`git diff`) or undo it. Clone the repository, or run "
             "`git init && git add -A && git commit -m 'From jumpstarter-driver-template'` first."
-        )
-    return result.stdout
+        ) from None
 
 
 def check_location() -> None:
@@ -249,7 +401,8 @@ def check_tree(force: bool, dry_run: bool) -> str:
         raise RenameError(
             f"refusing to rename: {ROOT} is not {TEMPLATE_DISTRIBUTION} anymore (pyproject.toml names "
             f"{project_name!r}; src/{TEMPLATE_PACKAGE} {'exists' if has_package else 'is missing'}). "
-            "The rename runs once, on a fresh copy of the template."
+            "The rename runs once, on a fresh copy of the template; later template changes come in with "
+            "`uvx copier update --trust`."
         )
     status = git("status", "--porcelain", "--", ".")
     if not status.strip() or force:
@@ -263,37 +416,52 @@ def check_tree(force: bool, dry_run: bool) -> str:
     )
 
 
-def project_files() -> list[str]:
-    """The project's files: tracked ones, plus untracked ones that are not ignored (only with --force)."""
-    listed = git("ls-files", "-z", "--cached", "--others", "--exclude-standard").split("\0")
-    return sorted({path for path in listed if path and (ROOT / path).is_file() and not (ROOT / path).is_symlink()})
+def project_files(copier_operation: str | None) -> list[str]:
+    """The files to rename. By hand: what git tracks, plus untracked files it does not ignore.
+
+    Under `copier copy` the directory holds only what copier wrote. Under `copier update` copier has
+    rendered the new template over the (clean) project: the files it wrote are the ones git sees
+    changed; the author's other files are left alone.
+    """
+    if copier_operation == "update" and (ROOT / ".git").exists():
+        listed = git("status", "--porcelain", "-z", "--untracked-files=all").split("\0")
+        paths = [entry[3:] for entry in listed if len(entry) > 3]
+    elif copier_operation is not None:
+        paths = []
+        for directory, dirnames, filenames in os.walk(ROOT):
+            dirnames[:] = [d for d in dirnames if d not in SKIP_DIRS and not d.endswith(".egg-info")]
+            paths += [os.path.relpath(os.path.join(directory, f), ROOT).replace(os.sep, "/") for f in filenames]
+    else:
+        paths = git("ls-files", "-z", "--cached", "--others", "--exclude-standard").split("\0")
+    return sorted({p for p in paths if p and (ROOT / p).is_file() and not (ROOT / p).is_symlink()} - {ANSWERS_FILE})
 
 
-def make_plan(new: Names) -> Plan:
-    """Compute the deletes, moves and rewrites of the rename; raise RenameError on a problem."""
+def check_clashes(new: Names, files: list[str]) -> None:
+    """Refuse a name whose skeleton class would clash with a name the template's code already uses."""
+    for path in files:
+        if path.endswith(".py") and owner(path) != "skeleton" and path not in TEMPLATE_ONLY:
+            text = (ROOT / path).read_text(encoding="utf-8", errors="replace")
+            found = re.search(rf"\b({new.camel}|{new.camel}Client)\b", text)
+            if found:
+                raise RenameError(
+                    f"invalid driver name: the driver class {new.camel} would clash with {found.group(1)} in "
+                    f"{path}.\n{VALID_NAME}",
+                    EXIT_INVALID,
+                )
+
+
+def make_plan(new: Names, keep: list[str], files: list[str], answers: dict[str, object]) -> Plan:
+    """Compute the deletes and the rewrites of the rename; raise RenameError on a problem."""
     names = Substituter(name_substitutions(new))
-    text_substitute = Substituter(name_substitutions(new) + prose_substitutions())
+    substitute = Substituter(name_substitutions(new) + text_substitutions(new))
+    description = str(answers["description"])
     plan = Plan()
-    files = project_files()
-    plan.deletes = [path for path in TEMPLATE_ONLY_FILES if path in files]
-    kept = [path for path in files if path not in plan.deletes]
-
-    # Rename path components deepest first, so each move's parent still has its old name.
-    sources = set()
-    for path in kept:
-        parts = path.split("/")
-        for depth in range(len(parts)):
-            if names(parts[depth]) != parts[depth]:
-                sources.add("/".join(parts[: depth + 1]))
-    for source in sorted(sources, key=lambda p: (-p.count("/"), p)):
-        parent, _, last = source.rpartition("/")
-        target = f"{parent}/{names(last)}" if parent else names(last)
-        if (ROOT / target).exists():
-            raise RenameError(f"cannot rename {source} to {target}: {target} already exists")
-        plan.moves.append((source, target))
-
-    for path in kept:
-        final = renamed_path(path, names)
+    for path in files:
+        unit = owner(path)
+        if path in TEMPLATE_ONLY or (unit is not None and unit not in keep):
+            plan.deletes.append(path)
+            continue
+        final = "/".join(names(part) for part in path.split("/"))
         data = (ROOT / path).read_bytes()
         try:
             text = data.decode("utf-8")
@@ -302,10 +470,14 @@ def make_plan(new: Names) -> Plan:
         if text is None or "\0" in text:
             if LEFTOVER_RE.search(data.decode("latin-1")):
                 plan.leftovers.append(f"{final}: binary file mentions 'template'")
+            if final != path:
+                plan.writes[final] = (path, "", "")
             continue
-        new_text = rewrite_text(text, path, new, text_substitute)
-        if new_text != text:
-            plan.writes[final] = (text, new_text)
+        new_text = rewrite_text(text, path, new, keep, description, substitute)
+        if final == "pyproject.toml":
+            new_text = set_metadata(new_text, str(answers["author_name"]), str(answers["author_email"]), description)
+        if new_text != text or final != path:
+            plan.writes[final] = (path, text, new_text)
         provenance = {line for line in new_text.splitlines() if PROVENANCE in line and final == "README.md"}
         for number, line in enumerate(new_text.splitlines(), start=1):
             if LEFTOVER_RE.search(line) and line not in provenance:
@@ -315,30 +487,93 @@ def make_plan(new: Names) -> Plan:
     return plan
 
 
-def delete(path: Path) -> None:
-    """Delete a file, its bytecode, and the directories that leaves empty, up to the project root."""
-    path.unlink()
-    cache = path.parent / "__pycache__"
-    for compiled in cache.glob(f"{path.stem}.*.pyc"):
-        compiled.unlink()
-    if cache.is_dir() and not any(cache.iterdir()):
-        cache.rmdir()
-    parent = path.parent
-    while parent != ROOT and parent.is_dir() and not any(parent.iterdir()):
-        parent.rmdir()
-        parent = parent.parent
-
-
 def apply(plan: Plan) -> None:
-    """Carry out the plan."""
+    """Carry out the plan. A file moves by being written at its new path: into an existing package directory
+    (`copier update` renders the template next to the renamed package), files merge instead of nesting."""
+    emptied = set()
     for path in plan.deletes:
-        delete(ROOT / path)
-    for source, target in plan.moves:
-        # A whole directory moves at once, with what git ignores in it (caches), so nothing stays behind.
-        os.rename(ROOT / source, ROOT / target)
-    for path, (_, text) in plan.writes.items():
-        # Overwriting in place keeps the file's mode (executable scripts stay executable).
-        (ROOT / path).write_bytes(text.encode("utf-8"))
+        (ROOT / path).unlink()
+        emptied.add((ROOT / path).parent)
+    for final, (source, old, text) in plan.writes.items():
+        target = ROOT / final
+        target.parent.mkdir(parents=True, exist_ok=True)
+        if final != source:
+            if not text and not old:  # a binary file: move it as it is
+                os.replace(ROOT / source, target)
+            else:
+                target.write_bytes(text.encode("utf-8"))
+                shutil.copymode(ROOT / source, target)
+                (ROOT / source).unlink()
+            emptied.add((ROOT / source).parent)
+        else:
+            # Overwriting in place keeps the file's mode (executable scripts stay executable).
+            target.write_bytes(text.encode("utf-8"))
+    for directory in sorted(emptied, key=lambda d: -len(d.parts)):
+        prune(directory)
+
+
+def prune(directory: Path) -> None:
+    """Remove a directory left without files (bytecode caches aside), and its parents that this empties."""
+    while directory != ROOT and directory.is_dir():
+        cache = directory / "__pycache__"
+        entries = [entry for entry in directory.iterdir() if entry != cache]
+        if entries:
+            return
+        shutil.rmtree(cache, ignore_errors=True)
+        directory.rmdir()
+        directory = directory.parent
+
+
+def git_source(source: str) -> str:
+    """What copier accepts as _src_path, as something `git clone` accepts."""
+    for alias, base in (("gh:", "https://github.com/"), ("gl:", "https://gitlab.com/")):
+        if source.startswith(alias):
+            return base + source[len(alias) :].lstrip("/")
+    if Path(source).expanduser().is_dir():  # a local path as file://, so that --filter is honoured
+        return Path(source).expanduser().resolve().as_uri()
+    return source
+
+
+def find_template_commit(source: str) -> str:
+    """The template commit this copy was made from: the one whose tree is this tree.
+
+    "Use this template" makes a new first commit with the template's tree (not its commit), so the
+    trees are compared: this working tree's, then those of this repository's own commits (an author
+    who committed before renaming), against every commit of the template, fetched without contents.
+    """
+    with tempfile.TemporaryDirectory(prefix="rename-") as tmp:
+        bare = str(Path(tmp) / "template.git")
+        try:
+            git("clone", "--quiet", "--bare", "--filter=tree:0", git_source(source), bare, cwd=Path(tmp))
+        except RenameError as e:
+            raise RenameError(
+                f"cannot read the template at {source} to find which of its commits this copy comes from ({e}). "
+                "Pass --template-source with its URL or a local clone, or --commit with the template commit or tag "
+                "you copied."
+            ) from None
+        commits = {}
+        for line in git("--git-dir", bare, "log", "--all", "--format=%T %H").splitlines():
+            tree, commit = line.split()
+            commits.setdefault(tree, commit)  # the newest commit with that tree
+        index = dict(os.environ, GIT_INDEX_FILE=str(Path(tmp) / "index"))
+        git("--git-dir", bare, "--work-tree", str(ROOT), "add", "--all", ".", env=index)
+        trees = [git("--git-dir", bare, "write-tree", env=index)]
+        with contextlib.suppress(RenameError):  # no commit yet
+            trees += git("log", "--format=%T", "HEAD").split()
+        for tree in trees:
+            if tree in commits:
+                return git("--git-dir", bare, "describe", "--tags", "--always", commits[tree])
+    raise RenameError(
+        f"no commit of the template at {source} has this copy's files: pass --commit with the template commit or "
+        "tag you copied (copier update needs it to know what you changed)."
+    )
+
+
+def write_answers(answers: dict[str, object]) -> None:
+    """The answers file copier reads on update (JSON scalars and lists are valid YAML)."""
+    lines = ["# Changes here will be overwritten by Copier; NEVER EDIT MANUALLY"]
+    lines += [f"{key}: {json.dumps(value, ensure_ascii=False)}" for key, value in answers.items()]
+    (ROOT / ANSWERS_FILE).write_text("\n".join(lines) + "\n", encoding="utf-8")
 
 
 def stale_environment() -> bool:
@@ -347,24 +582,31 @@ def stale_environment() -> bool:
     return any(any((ROOT / ".venv").glob(f"{pattern}/{TEMPLATE_PACKAGE}-*.dist-info")) for pattern in patterns)
 
 
-def describe(plan: Plan, new: Names, dry_run: bool, diff: bool) -> str:
-    """Say what the rename does (or would do)."""
+def describe(plan: Plan, new: Names, keep: list[str], dry_run: bool, diff: bool, by_copier: bool) -> str:
+    """Say what the rename does (or would do); under copier, only the summary and what to do next."""
     verb = "Would rename" if dry_run else "Renamed"
+    kept = ", ".join(unit for unit in keep if unit in EXAMPLES)
     lines = [
-        f"{verb} {TEMPLATE_DISTRIBUTION} to {new.distribution} (import package {new.package}, CamelCase {new.camel}):"
+        f"{verb} {TEMPLATE_DISTRIBUTION} to {new.distribution} (import package {new.package}, CamelCase "
+        f"{new.camel}), keeping the examples {kept}:"
     ]
+    if by_copier:
+        next_steps = "git init && git add -A && git commit -m 'From jumpstarter-driver-template', then uv run pytest"
+        return f"{lines[0].rstrip(':')}.\nNext: {next_steps}"
     lines += [f"  delete   {path}" for path in plan.deletes]
-    lines += [f"  move     {source} -> {target}" for source, target in plan.moves]
-    for path, (old, text) in sorted(plan.writes.items()):
-        changed = sum(1 for line in difflib.ndiff(old.splitlines(), text.splitlines()) if line[:1] in "+-")
-        lines.append(f"  rewrite  {path} ({changed} lines changed)")
-        if diff:
-            lines += [
-                "    " + line.rstrip("\n")
-                for line in difflib.unified_diff(
-                    old.splitlines(keepends=True), text.splitlines(keepends=True), f"a/{path}", f"b/{path}"
-                )
-            ]
+    for path, (source, old, text) in sorted(plan.writes.items()):
+        if path != source:
+            lines.append(f"  move     {source} -> {path}")
+        if old != text:
+            changed = sum(1 for line in difflib.ndiff(old.splitlines(), text.splitlines()) if line[:1] in "+-")
+            lines.append(f"  rewrite  {path} ({changed} lines changed)")
+            if diff:
+                lines += [
+                    "    " + line.rstrip("\n")
+                    for line in difflib.unified_diff(
+                        old.splitlines(keepends=True), text.splitlines(keepends=True), f"a/{source}", f"b/{path}"
+                    )
+                ]
     if plan.leftovers:
         lines.append("Lines that still mention 'template' (review them):")
         lines += [f"  {leftover}" for leftover in plan.leftovers]
@@ -374,6 +616,7 @@ def describe(plan: Plan, new: Names, dry_run: bool, diff: bool) -> str:
             "Next: review with `git status` and `git diff`, then",
             "  uv run pytest",
             f"  git add -A && git commit -m 'Rename the template to {new.distribution}'",
+            "Later, `uvx copier update --trust` brings in what changed in the template since.",
         ]
         if stale_environment():
             lines.append(
@@ -388,35 +631,74 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(
         prog="python3 scripts/rename.py",
         description=(
-            "Turn jumpstarter-driver-template into jumpstarter-driver-NAME: rewrite every reference in the "
-            "files git tracks, rename src/jumpstarter_driver_template, and remove the template-only parts "
-            "(this script, its test, the README's rename instructions). Run it from inside the copy it belongs "
-            "to; it runs once, on a committed tree, and leaves the result uncommitted for you to review."
+            "Turn jumpstarter-driver-template into jumpstarter-driver-NAME: keep the example units you choose, "
+            "rewrite every reference in the files git tracks, rename src/jumpstarter_driver_template, remove the "
+            "template-only parts, and write .copier-answers.yml for `copier update`. Run it from inside the copy "
+            "it belongs to; it runs once, on a committed tree, and leaves the result uncommitted for you to review."
         ),
-        epilog=f"{VALID_NAME} Exit status: 0 done, 1 refused (tree already renamed, uncommitted changes, "
-        "not a git work tree, run from outside the tree), 2 invalid name or usage.",
+        epilog=f"{VALID_NAME} Exit status: 0 done, 1 refused (tree already renamed, uncommitted changes, not a "
+        "git work tree, run from outside the tree, template commit not found), 2 invalid name, unit or usage.",
     )
     parser.add_argument("name", help="the driver name, e.g. acme-power-strip (a jumpstarter-driver- prefix is dropped)")
+    parser.add_argument(
+        "--examples",
+        metavar="LIST",
+        help=f"comma-separated example units to keep, from: {','.join(EXAMPLES)} (default: all of them)",
+    )
+    parser.add_argument("--author-name", default=DEFAULT_AUTHOR_NAME, help="pyproject.toml's author")
+    parser.add_argument("--author-email", default=DEFAULT_AUTHOR_EMAIL, help="pyproject.toml's author email")
+    parser.add_argument("--description", help="pyproject.toml's description (default: 'Jumpstarter driver for NAME')")
     parser.add_argument("--dry-run", action="store_true", help="print what would change, change nothing")
     parser.add_argument("--diff", action="store_true", help="with --dry-run, also print each file's diff")
     parser.add_argument("--force", action="store_true", help="run even if the tree has uncommitted changes")
+    parser.add_argument(
+        "--template-source",
+        default=TEMPLATE_SOURCE,
+        help=f"the template's git URL or local clone, recorded for copier update (default: {TEMPLATE_SOURCE})",
+    )
+    parser.add_argument("--commit", help="the template commit or tag this copy was made from (default: found by tree)")
+    parser.add_argument("--copier-operation", choices=["copy", "update"], help=argparse.SUPPRESS)  # copier's task
     return parser.parse_args(argv)
 
 
 def main(argv: list[str] | None = None) -> int:
     """Run the rename; return the exit status."""
     args = parse_args(argv)
+    by_copier = args.copier_operation is not None
+    note = ""
     try:
         new = Names.from_name(validate_name(args.name))
+        keep = select_units(args.examples)
         check_location()
-        note = check_tree(args.force, args.dry_run)
-        plan = make_plan(new)
+        if not by_copier:
+            check_git_tree()
+            note = check_tree(args.force, args.dry_run)
+        files = project_files(args.copier_operation)
+        if args.copier_operation != "update":  # on update the author's own code uses the name already
+            check_clashes(new, files)
+        answers: dict[str, object] = {
+            "author_email": args.author_email,
+            "author_name": args.author_name,
+            "description": args.description or DEFAULT_DESCRIPTION.format(name=new.name),
+            "examples": [unit for unit in keep if unit in EXAMPLES],
+            "name": new.name,
+        }
+        plan = make_plan(new, keep, files, answers)
+        if not by_copier and not args.dry_run:
+            # Before anything changes: the tree must still be the template's to be found.
+            source = args.template_source
+            if Path(source).expanduser().is_dir():
+                source = str(Path(source).expanduser().resolve())  # copier resolves a relative path from its cwd
+            commit = args.commit or find_template_commit(source)
+            answers = {"_commit": commit, "_src_path": source, **answers}
         if not args.dry_run:
             apply(plan)
+            if not by_copier:  # copier writes the answers file itself
+                write_answers(answers)
     except RenameError as error:
         print(f"rename.py: {error}", file=sys.stderr)
         return error.status
-    print(describe(plan, new, args.dry_run, args.diff))
+    print(describe(plan, new, keep, args.dry_run, args.diff, by_copier))
     if note:
         print(note)
     return 0

@@ -1,0 +1,596 @@
+# mypy: allow-untyped-defs
+"""The template's own machinery: scripts/rename.py and copier turn a copy into a working package of another name.
+
+Template-only: the rename deletes this module with the script. Each selection of example units is
+renamed in a copy of this repository, as an author would get it, and the copy must pass its own
+checks, tests and wheel build; those copies run two at a time, while the other tests here run.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import runpy
+import shutil
+import subprocess
+import sys
+import tempfile
+import tomllib
+import zipfile
+from collections.abc import Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+ROOT = Path(__file__).resolve().parent.parent
+SCRIPT = ROOT / "scripts" / "rename.py"
+PROVENANCE = "Generated from jumpstarter-driver-template"
+VALID_NAME_HINT = "lowercase letters, digits and single hyphens, starting with a letter"
+STEP_TIMEOUT = 600
+SUITE_TIMEOUT = 1200
+PARALLEL_COPIES = 2
+
+# Run with the wheel's environment: load each registered driver, then the client class its client() names.
+IMPORT_CHECK = """
+import importlib, json, sys
+from importlib.metadata import distribution
+
+found = {}
+for entry_point in distribution(sys.argv[1]).entry_points:
+    if entry_point.group == "jumpstarter.drivers":
+        driver = entry_point.load()
+        module, _, name = driver.client().rpartition(".")
+        client = getattr(importlib.import_module(module), name)
+        found[entry_point.name] = [entry_point.value, driver.client(), client.__name__]
+print(json.dumps(found))
+"""
+
+pytestmark = [
+    pytest.mark.skipif(not SCRIPT.is_file(), reason="scripts/rename.py is gone: this project was already renamed"),
+    pytest.mark.skipif(shutil.which("git") is None, reason="git is not installed"),
+    pytest.mark.skipif(not (ROOT / ".git").exists(), reason="not a git checkout: no committed tree to copy"),
+]
+
+rename_script: dict[str, Any] = runpy.run_path(str(SCRIPT)) if SCRIPT.is_file() else {}
+EXAMPLES: list[str] = list(rename_script.get("EXAMPLES", {}))
+# Each selection is renamed to a name no test uses elsewhere, and runs its copy's own suite.
+SELECTIONS = {
+    "default": ("acme-power-strip", None),
+    **{unit: (f"lab-{unit}-driver", unit) for unit in EXAMPLES},
+}
+
+
+def run(args: list[str], cwd: Path, timeout: float = STEP_TIMEOUT, **env: str) -> subprocess.CompletedProcess[str]:
+    """Run a command in cwd with an environment of its own (its own uv project, no outer pytest settings)."""
+    drop = ("VIRTUAL_ENV", "UV_PROJECT_ENVIRONMENT", "PYTEST_ADDOPTS", "PYTEST_CURRENT_TEST", "PYTHONPATH")
+    child_env = {key: value for key, value in os.environ.items() if key not in drop and not key.startswith("JMP_")}
+    child_env |= {"TERM": "dumb", "GIT_CONFIG_NOSYSTEM": "1", **env}  # no progress bars from Jumpstarter
+    return subprocess.run(args, cwd=cwd, env=child_env, capture_output=True, text=True, timeout=timeout, check=False)
+
+
+def explain(result: subprocess.CompletedProcess[str]) -> str:
+    """The end of a command's output, for an assertion message."""
+    command = " ".join(map(str, result.args))
+    return (
+        f"{command}: exit {result.returncode}\n--- stdout\n{result.stdout[-6000:]}\n--- stderr\n{result.stderr[-4000:]}"
+    )
+
+
+def git(cwd: Path, *args: str) -> str:
+    """Run git in cwd with a fixed identity and no hooks, and return its output."""
+    config = ["-c", "user.name=template test", "-c", "user.email=template-test@example.invalid"]
+    config += ["-c", "commit.gpgsign=false", "-c", "core.hooksPath=/dev/null", "-c", "init.defaultBranch=main"]
+    result = run(["git", *config, *args], cwd)
+    assert result.returncode == 0, explain(result)
+    return result.stdout.strip()
+
+
+def copy_template(dest: Path, commit: bool = True) -> Path:
+    """Copy the files git tracks here (as they are on disk) to dest, and commit them in a new repository.
+
+    This is what "Use this template" gives: the template's files in a repository of its own, one commit.
+    """
+    dest.mkdir(parents=True)
+    for path in git(ROOT, "ls-files", "-z").split("\0"):
+        source = ROOT / path
+        if path and source.is_file():
+            (dest / path).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(source, dest / path)
+    if commit:
+        git(dest, "init", "-q")
+        git(dest, "add", "-A")
+        git(dest, "commit", "-q", "-m", "Initial commit")
+    return dest
+
+
+def project_files(tree: Path) -> list[str]:
+    """The files of a project tree: tracked, plus untracked ones that are not ignored."""
+    listed = git(tree, "ls-files", "-z", "--cached", "--others", "--exclude-standard").split("\0")
+    return sorted(path for path in set(listed) if path and (tree / path).is_file())
+
+
+def snapshot(tree: Path) -> dict[str, bytes | str]:
+    """Every file under tree (git metadata and caches excluded), plus `git status`."""
+    files: dict[str, bytes | str] = {}
+    for path in sorted(tree.rglob("*")):
+        parts = path.relative_to(tree).parts
+        if path.is_file() and not {".git", ".venv", "__pycache__"} & set(parts):
+            files["/".join(parts)] = path.read_bytes()
+    if (tree / ".git").exists():
+        files[":git status"] = git(tree, "status", "--porcelain")
+    return files
+
+
+def rename(tree: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    """Run the tree's own copy of the rename script."""
+    return run([sys.executable, "scripts/rename.py", *args], tree)
+
+
+def package(name: str) -> str:
+    """The import package of a driver name."""
+    return "jumpstarter_driver_" + name.replace("-", "_")
+
+
+# Renamed copies: every selection, checked as an author would check it
+
+
+@dataclass
+class Copy:
+    """A renamed copy of the template, and what its checks printed."""
+
+    name: str
+    selection: str | None
+    path: Path
+    rename_output: str
+    checks: dict[str, subprocess.CompletedProcess[str]]
+
+
+def make_and_check_copy(tmp: Path, name: str, selection: str | None) -> Copy:
+    """Rename a copy, then run what its CI runs: uv sync, ruff, mypy, its own tests, the wheel build and import."""
+    path = copy_template(tmp / f"jumpstarter-driver-{name}")
+    args = [name, "--commit", "0000000"] + ([] if selection is None else ["--examples", selection])
+    renamed = rename(path, *args)
+    assert renamed.returncode == 0, explain(renamed)
+    checks = {}
+    steps = {
+        "sync": ["uv", "sync", "--quiet"],
+        "ruff check": ["uv", "run", "--no-sync", "ruff", "check", "."],
+        "ruff format": ["uv", "run", "--no-sync", "ruff", "format", "--check", "."],
+        "mypy": ["uv", "run", "--no-sync", "mypy"],
+        "pytest": ["uv", "run", "--no-sync", "pytest", "-q", "-p", "no:cacheprovider"],
+        "build": ["uv", "build", "--quiet", "--wheel", "--out-dir", str(tmp / "dist")],
+    }
+    for step, args in steps.items():
+        checks[step] = result = run(args, path, timeout=SUITE_TIMEOUT if step == "pytest" else STEP_TIMEOUT)
+        if result.returncode != 0:
+            break
+    else:
+        (wheel,) = (tmp / "dist").glob(f"{package(name)}-*.whl")
+        venv = tmp / "wheel-venv"
+        checks["venv"] = run(["uv", "venv", "-q", "--python", sys.executable, str(venv)], tmp)
+        checks["install"] = run(["uv", "pip", "install", "-q", "--python", str(venv), str(wheel)], tmp)
+        checks["import"] = run([str(venv / "bin" / "python"), "-c", IMPORT_CHECK, f"jumpstarter-driver-{name}"], tmp)
+    return Copy(name, selection, path, renamed.stdout, checks)
+
+
+@pytest.fixture(scope="module")
+def copies() -> Iterator[dict[str, Future[Copy]]]:
+    """Every selection's renamed copy, made and checked two at a time in the background."""
+    if shutil.which("uv") is None:
+        pytest.skip("uv is not installed")
+    with (
+        tempfile.TemporaryDirectory(prefix="template-test-", ignore_cleanup_errors=True) as tmp,
+        ThreadPoolExecutor(PARALLEL_COPIES) as pool,
+    ):
+        futures = {}
+        for key, (name, selection) in SELECTIONS.items():
+            (Path(tmp) / key).mkdir()
+            futures[key] = pool.submit(make_and_check_copy, Path(tmp) / key, name, selection)
+        yield futures
+        for future in futures.values():
+            future.cancel()
+
+
+@pytest.mark.parametrize("selection", list(SELECTIONS))
+def test_renamed_copy_passes_its_own_checks(copies: dict[str, Future[Copy]], selection: str):
+    """The renamed copy passes ruff, mypy and its own test suite, and its wheel's drivers and clients import."""
+    copy = copies[selection].result(timeout=2 * SUITE_TIMEOUT)
+    for step, result in copy.checks.items():
+        assert result.returncode == 0, f"{selection}: {step} failed\n{explain(result)}"
+    assert re.search(r"\d+ passed", copy.checks["pytest"].stdout), explain(copy.checks["pytest"])
+    assert "failed" not in copy.checks["pytest"].stdout.splitlines()[-1]
+    pyproject = tomllib.loads((copy.path / "pyproject.toml").read_text())
+    declared = pyproject["project"]["entry-points"]["jumpstarter.drivers"]
+    found = json.loads(copy.checks["import"].stdout)
+    assert declared and {name: value[0] for name, value in found.items()} == declared
+    assert all(client_path.startswith(f"{package(copy.name)}.") for _, client_path, _ in found.values())
+
+
+@pytest.mark.parametrize("selection", list(SELECTIONS))
+def test_renamed_copy_keeps_only_its_units(copies: dict[str, Future[Copy]], selection: str):
+    """A copy has the files and config of the units it kept, none of the others', and no template leftovers."""
+    copy = copies[selection].result(timeout=2 * SUITE_TIMEOUT)
+    kept = set(EXAMPLES) if copy.selection is None else _closure(copy.selection)
+    files = project_files(copy.path)
+    for unit, (owned, _) in rename_script["UNITS"].items():
+        for path in owned.split():
+            renamed = path.replace("jumpstarter_driver_template", package(copy.name))
+            present = any(f.startswith(renamed) for f in files) if renamed.endswith("/") else renamed in files
+            if unit not in kept and unit in EXAMPLES:
+                assert not present, f"{selection}: {renamed} of unit {unit} was kept"
+    exported = yaml.safe_load((copy.path / "examples" / "exporter.yaml").read_text())["export"]
+    assert exported, f"{selection}: the example exporter exports nothing"
+    leftovers = []
+    for path in files:
+        text = (copy.path / path).read_bytes().decode("utf-8", errors="replace")
+        if re.search("template", path, re.IGNORECASE):
+            leftovers.append(path)
+        for number, line in enumerate(text.splitlines(), start=1):
+            if re.search("template", line, re.IGNORECASE) and not (path == "README.md" and PROVENANCE in line):
+                leftovers.append(f"{path}:{number}: {line}")
+            if re.search(r"\b(template-only|renamed-only|unit:[a-z_,]+):(start|end)\b", line):
+                leftovers.append(f"{path}:{number}: marker left: {line}")
+    assert leftovers == []
+    assert not (copy.path / "scripts").exists()
+    assert not (copy.path / "copier.yml").exists()
+    assert not (copy.path / "src" / "jumpstarter_driver_template").exists()
+    answers = yaml.safe_load((copy.path / ".copier-answers.yml").read_text())
+    assert answers["name"] == copy.name and answers["_commit"] == "0000000"
+    assert answers["examples"] == ([u for u in EXAMPLES if u in kept] if copy.selection is None else [copy.selection])
+
+
+def _closure(unit: str) -> set[str]:
+    """An example unit and every example it needs."""
+    needs = rename_script["UNITS"][unit][1].split()
+    return {unit} | {u for need in needs if need in EXAMPLES for u in _closure(need)}
+
+
+def test_skeleton_is_named_after_the_driver(copies: dict[str, Future[Copy]]):
+    """The skeleton's class, client and `j` command carry the driver's name."""
+    copy = copies["skeleton"].result(timeout=2 * SUITE_TIMEOUT)
+    source = copy.path / "src" / package(copy.name)
+    assert "class LabSkeletonDriver(Driver):" in (source / "driver.py").read_text()
+    assert "class LabSkeletonDriverClient(BaseClient):" in (source / "client.py").read_text()
+    assert list(yaml.safe_load((copy.path / "examples" / "exporter.yaml").read_text())["export"]) == [copy.name]
+
+
+# The units and their markers
+
+
+def test_units_are_consistent():
+    """Every marker names a known unit, every unit owns something that exists, and copier offers every example."""
+    tracked = git(ROOT, "ls-files").splitlines()
+    for path in tracked:
+        text = (ROOT / path).read_text(errors="replace") if (ROOT / path).is_file() else ""
+        for unit_list in re.findall(r"\bunit:([a-z_,]+):(?:start|end)\b", text):
+            assert set(unit_list.split(",")) <= set(rename_script["UNITS"]), f"{path}: unknown unit in {unit_list}"
+    for unit, (owned, needs) in rename_script["UNITS"].items():
+        assert set(needs.split()) <= set(rename_script["UNITS"]), unit
+        if unit not in ("device", "board", "storage"):  # landing in their own branches
+            assert any((ROOT / path).exists() for path in owned.split()), f"unit {unit} owns nothing that exists"
+    copier = yaml.safe_load((ROOT / "copier.yml").read_text())
+    assert copier["examples"]["choices"] == EXAMPLES == copier["examples"]["default"]
+    owners = {}
+    for unit, (owned, _) in rename_script["UNITS"].items():
+        for path in owned.split():
+            assert path not in owners, f"{path} is owned by {owners[path]} and {unit}"
+            owners[path] = unit
+
+
+# Names and units that cannot work
+
+
+@pytest.fixture(scope="module")
+def template_tree() -> Iterator[Path]:
+    """A committed copy of the template, shared by tests that must leave it unchanged."""
+    with tempfile.TemporaryDirectory(prefix="template-test-") as tmp:
+        yield copy_template(Path(tmp) / "template")
+
+
+@pytest.fixture
+def scratch_tree() -> Iterator[Path]:
+    """A committed copy of the template that a test may change."""
+    with tempfile.TemporaryDirectory(prefix="template-test-") as tmp:
+        yield copy_template(Path(tmp) / "template")
+
+
+@pytest.mark.parametrize(
+    ("name", "reason"),
+    [
+        ("Acme", "has uppercase letters"),
+        ("acme_power", "has an underscore"),
+        ("1acme", "does not start with a letter"),
+        ("acme--power", "has a double hyphen"),
+        ("acme-", "ends with a hyphen"),
+        ("acme.power", "has characters other than"),
+        ("template", "the template's own name"),
+        ("", "the name is empty"),
+        ("jumpstarter-driver-", "only the prefix"),
+        ("power", "one of Jumpstarter's own driver packages"),
+        ("composite", "one of Jumpstarter's own driver packages"),
+        ("pyserial", "one of Jumpstarter's own driver packages"),
+        ("jumpstarter-driver-opendal", "one of Jumpstarter's own driver packages"),
+        ("custom", "the name of one of the template's example units"),
+        ("driver", "the driver class Driver would clash with Driver"),
+        ("base", "the driver class Base would clash with BaseClient"),
+    ],
+)
+def test_rejected_name_exits_2_and_changes_nothing(template_tree: Path, name: str, reason: str):
+    """A name that cannot work exits 2 with a message saying why and what a valid name looks like; nothing changes."""
+    before = snapshot(template_tree)
+    result = rename(template_tree, "--", name)
+    assert snapshot(template_tree) == before
+    assert result.returncode == 2, explain(result)
+    assert "invalid driver name" in result.stderr and reason in result.stderr, result.stderr
+    assert VALID_NAME_HINT in result.stderr
+    assert result.stdout == ""
+
+
+@pytest.mark.parametrize("examples", ["skeleton,nope", "", "Power"])
+def test_unknown_example_unit_exits_2_and_changes_nothing(template_tree: Path, examples: str):
+    """An unknown unit name (or none at all) exits 2, listing the units, and changes nothing."""
+    before = snapshot(template_tree)
+    result = rename(template_tree, "acme", "--examples", examples)
+    assert snapshot(template_tree) == before
+    assert result.returncode == 2, explain(result)
+    assert f"choose from {', '.join(EXAMPLES)}" in result.stderr
+
+
+@pytest.mark.parametrize(
+    ("name", "suggestion"),
+    [
+        ("Bad_Name", "bad-name"),
+        ("acme.power strip", "acme-power-strip"),
+        ("jumpstarter-driver-Acme_X", "acme-x"),
+        ("Caf\u00e9 Relay", "cafe-relay"),
+        ("Power", "my-power"),
+        ("42-composite", "my-composite"),
+    ],
+)
+def test_rejected_name_suggests_a_valid_one(name: str, suggestion: str):
+    """The name suggested for an invalid one has every rule applied at once, so it is itself accepted."""
+    with pytest.raises(rename_script["RenameError"], match=f"; use '{re.escape(suggestion)}'\\.\n") as raised:
+        rename_script["validate_name"](name)
+    assert raised.value.status == 2
+    assert rename_script["validate_name"](suggestion) == suggestion
+
+
+def test_board_alone_keeps_the_device_it_needs():
+    """Selecting a unit keeps the units it needs, and the support modules of all of them."""
+    keep = rename_script["select_units"]("board")
+    assert {"board", "device"} <= set(keep)
+    assert "power" not in keep and "custom" not in keep
+
+
+def test_dry_run_changes_nothing(template_tree: Path):
+    """--dry-run prints the derived names and the planned changes, and changes nothing."""
+    before = snapshot(template_tree)
+    result = rename(template_tree, "--dry-run", "usb3-hub", "--examples", "skeleton")
+    assert snapshot(template_tree) == before
+    assert result.returncode == 0, explain(result)
+    assert "to jumpstarter-driver-usb3-hub (import package jumpstarter_driver_usb3_hub, CamelCase Usb3Hub)" in (
+        result.stdout
+    )
+    assert "move     src/jumpstarter_driver_template/driver.py -> src/jumpstarter_driver_usb3_hub/driver.py" in (
+        result.stdout
+    )
+    assert "delete   scripts/rename.py" in result.stdout
+    assert "delete   src/jumpstarter_driver_template/custom/driver.py" in result.stdout
+
+
+def test_uncommitted_changes_are_refused_unless_forced(scratch_tree: Path):
+    """A tree with uncommitted changes is refused and left as it is; --force renames it, keeping the change."""
+    readme = scratch_tree / "README.md"
+    readme.write_text(readme.read_text(encoding="utf-8") + "\nSee jumpstarter_driver_template.driver.\n")
+    before = snapshot(scratch_tree)
+    refused = rename(scratch_tree, "acme")
+    assert snapshot(scratch_tree) == before
+    assert refused.returncode == 1, explain(refused)
+    assert "uncommitted changes" in refused.stderr and "README.md" in refused.stderr
+
+    forced = rename(scratch_tree, "--force", "acme", "--commit", "0000000")
+    assert forced.returncode == 0, explain(forced)
+    assert readme.read_text(encoding="utf-8").endswith("\nSee jumpstarter_driver_acme.driver.\n")
+
+
+def test_renamed_tree_is_refused(scratch_tree: Path):
+    """The script refuses to run again on a renamed project (copier update is the way to take template changes)."""
+    assert rename(scratch_tree, "acme", "--commit", "0000000").returncode == 0
+    git(scratch_tree, "add", "-A")
+    git(scratch_tree, "commit", "-q", "-m", "Renamed")
+    (scratch_tree / "scripts").mkdir()
+    shutil.copy2(SCRIPT, scratch_tree / "scripts" / "rename.py")
+    git(scratch_tree, "add", "-A")
+    git(scratch_tree, "commit", "-q", "-m", "The script again")
+    before = snapshot(scratch_tree)
+    result = rename(scratch_tree, "other-name")
+    assert snapshot(scratch_tree) == before
+    assert result.returncode == 1, explain(result)
+    assert "not jumpstarter-driver-template anymore" in result.stderr and "copier update" in result.stderr
+
+
+def test_unbalanced_marker_is_refused_before_any_change(scratch_tree: Path):
+    """A block without its end stops the rename with the file and line, changing nothing."""
+    readme = scratch_tree / "README.md"
+    lines = readme.read_text(encoding="utf-8").splitlines()
+    readme.write_text("\n".join([*lines, "<!-- unit:power:start -->", "unfinished"]) + "\n")
+    git(scratch_tree, "commit", "-q", "-am", "An unbalanced marker")
+    before = snapshot(scratch_tree)
+    result = rename(scratch_tree, "acme", "--commit", "0000000")
+    assert snapshot(scratch_tree) == before
+    assert result.returncode == 1, explain(result)
+    assert f"README.md:{len(lines) + 1}: a unit:power block without its end" in result.stderr
+
+
+def test_run_from_outside_the_tree_is_refused(template_tree: Path):
+    """Called from another directory, the script refuses rather than rename the copy it belongs to."""
+    before = snapshot(template_tree)
+    result = run([sys.executable, str(template_tree / "scripts" / "rename.py"), "acme"], template_tree.parent)
+    assert snapshot(template_tree) == before
+    assert result.returncode == 1, explain(result)
+    assert f"cd {template_tree.resolve()}" in result.stderr
+
+
+def test_tree_outside_git_is_refused(tmp_path: Path):
+    """Without git metadata the script cannot tell the project's files, so it refuses and changes nothing."""
+    tree = copy_template(tmp_path / "template", commit=False)
+    before = snapshot(tree)
+    result = rename(tree, "acme")
+    assert snapshot(tree) == before
+    assert result.returncode == 1, explain(result)
+    assert "not a git work tree" in result.stderr
+
+
+# copier: generation and updates, from a template repository of two commits
+
+
+@dataclass
+class TemplateRepo:
+    """A git repository holding the template as it is (the older commit), then with one change (the newer)."""
+
+    path: Path
+    older: str
+    newer: str
+
+
+TEMPLATE_CHANGE = "    # A template change made after the project was generated.\n"
+
+
+@pytest.fixture(scope="module")
+def template_repo() -> Iterator[TemplateRepo]:
+    """The template as a repository copier can read: this tree, then a later commit that changes the skeleton."""
+    if shutil.which("uvx") is None:
+        pytest.skip("uvx is not installed")
+    with tempfile.TemporaryDirectory(prefix="template-test-") as tmp:
+        repo = copy_template(Path(tmp) / "jumpstarter-driver-template")
+        older = git(repo, "rev-parse", "HEAD")
+        driver = repo / "src" / "jumpstarter_driver_template" / "driver.py"
+        text = driver.read_text()
+        driver.write_text(text.replace("    @classmethod\n", TEMPLATE_CHANGE + "    @classmethod\n", 1))
+        git(repo, "commit", "-q", "-am", "A template change")
+        yield TemplateRepo(repo, older, git(repo, "rev-parse", "HEAD"))
+
+
+def copier(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
+    """Run copier as an author would (uvx), without questions."""
+    return run(["uvx", "copier", *args, "--trust", "--defaults", "--quiet"], cwd, timeout=STEP_TIMEOUT)
+
+
+def committed_project(path: Path) -> None:
+    """git init and commit a generated project, as its author does."""
+    git(path, "init", "-q")
+    git(path, "add", "-A")
+    git(path, "commit", "-q", "-m", "From the template")
+
+
+def test_copier_copy_is_the_hand_rename(template_repo: TemplateRepo, tmp_path: Path):
+    """`copier copy` asks for the answers and runs the same rename: the same tree as a hand rename, answers aside."""
+    data = ["--data", "name=acme-relay", "--data", 'examples=["skeleton","power"]']
+    data += ["--data", "author_name=Jane Q. O'Doe", "--data", "description=Relays of the Acme lab"]
+    made = copier("copy", "--vcs-ref", template_repo.older, *data, str(template_repo.path), "generated", cwd=tmp_path)
+    assert made.returncode == 0, explain(made)
+    generated = tmp_path / "generated"
+    answers = yaml.safe_load((generated / ".copier-answers.yml").read_text())
+    assert answers["_commit"].startswith(template_repo.older[:7]) or answers["_commit"] == template_repo.older[:7]
+    assert (answers["name"], answers["examples"]) == ("acme-relay", ["skeleton", "power"])
+    pyproject = tomllib.loads((generated / "pyproject.toml").read_text())
+    assert pyproject["project"]["authors"] == [{"name": "Jane Q. O'Doe", "email": "you@example.com"}]
+    assert pyproject["project"]["description"] == "Relays of the Acme lab"
+
+    by_hand = tmp_path / "by-hand"
+    run(["git", "clone", "-q", str(template_repo.path), str(by_hand)], tmp_path)
+    git(by_hand, "checkout", "-q", template_repo.older)
+    hand = run(
+        [sys.executable, "scripts/rename.py", "acme-relay", "--examples", "skeleton,power", "--author-name",
+         "Jane Q. O'Doe", "--description", "Relays of the Acme lab", "--template-source", str(template_repo.path)],
+        by_hand,
+    )  # fmt: skip
+    assert hand.returncode == 0, explain(hand)
+    ours, theirs = snapshot(generated), snapshot(by_hand)
+    for tree in (ours, theirs):
+        tree.pop(":git status", None)
+        tree.pop(".copier-answers.yml")
+    assert ours == theirs
+    hand_answers = yaml.safe_load((by_hand / ".copier-answers.yml").read_text())
+    assert {k: v for k, v in hand_answers.items() if k != "_commit"} == {
+        k: v for k, v in answers.items() if k != "_commit"
+    }
+    assert hand_answers["_commit"].startswith(template_repo.older[:7])
+
+
+@pytest.mark.parametrize("way_in", ["copier copy", "use this template"])
+def test_copier_update_merges_template_changes(template_repo: TemplateRepo, tmp_path: Path, way_in: str):
+    """A project generated from an older template, with an edit of its own, takes a later template change.
+
+    Either way in (copier copy, or "Use this template" and a hand rename, which finds the template commit
+    by its tree), `copier update` keeps the author's edit, brings the template's change, shows no conflict
+    marker, and merges into the renamed package instead of nesting a new one.
+    """
+    project = tmp_path / "project"
+    if way_in == "copier copy":
+        data = ["--data", "name=acme-relay", "--data", 'examples=["skeleton"]']
+        made = copier(
+            "copy", "--vcs-ref", template_repo.older, *data, str(template_repo.path), str(project), cwd=tmp_path
+        )
+        assert made.returncode == 0, explain(made)
+        committed_project(project)
+    else:  # GitHub's "Use this template": a new repository whose first commit has the template's files
+        clone = tmp_path / "clone"
+        run(["git", "clone", "-q", str(template_repo.path), str(clone)], tmp_path)
+        git(clone, "checkout", "-q", template_repo.older)
+        shutil.rmtree(clone / ".git")
+        shutil.copytree(clone, project)
+        committed_project(project)
+        renamed = run(
+            [sys.executable, "scripts/rename.py", "acme-relay", "--examples", "skeleton",
+             "--template-source", str(template_repo.path)],
+            project,
+        )  # fmt: skip
+        assert renamed.returncode == 0, explain(renamed)
+        answers = yaml.safe_load((project / ".copier-answers.yml").read_text())
+        assert answers["_commit"].startswith(template_repo.older[:7]), answers
+        git(project, "add", "-A")
+        git(project, "commit", "-q", "-m", "Renamed")
+
+    driver = project / "src" / "jumpstarter_driver_acme_relay" / "driver.py"
+    edited = driver.read_text().replace('default="Hello"', 'default="Howdy"')
+    assert edited != driver.read_text()
+    driver.write_text(edited)
+    (project / "src" / "jumpstarter_driver_acme_relay" / "mine.py").write_text('"""A module of the author\'s."""\n')
+    git(project, "add", "-A")
+    git(project, "commit", "-q", "-m", "My greeting")
+
+    updated = copier("update", "--vcs-ref", template_repo.newer, cwd=project)
+    assert updated.returncode == 0, explain(updated)
+    text = driver.read_text()
+    assert 'default="Howdy"' in text  # the author's edit stays
+    assert TEMPLATE_CHANGE in text  # the template's change arrives
+    assert (project / "src" / "jumpstarter_driver_acme_relay" / "mine.py").exists()
+    status = git(project, "status", "--porcelain")
+    conflicts = [
+        f"{path}: {line}"
+        for path in project_files(project)
+        for line in (project / path).read_text(errors="replace").splitlines()
+        if line.startswith(("<<<<<<<", ">>>>>>>"))
+    ]
+    assert conflicts == [], status
+    assert not (project / "src" / "jumpstarter_driver_template").exists()
+    assert not (project / "src" / "jumpstarter_driver_acme_relay" / "jumpstarter_driver_acme_relay").exists()
+    assert not (project / "scripts").exists()
+    assert not list(project.rglob("*.rej"))
+    assert yaml.safe_load((project / ".copier-answers.yml").read_text())["_commit"].startswith(template_repo.newer[:7])
+    assert " M src/jumpstarter_driver_acme_relay/driver.py" in status.splitlines()
+
+
+def test_wheel_of_a_copy_holds_only_its_package(copies: dict[str, Future[Copy]]):
+    """The renamed wheel holds the new package only."""
+    copy = copies["default"].result(timeout=2 * SUITE_TIMEOUT)
+    (wheel,) = (copy.path.parent / "dist").glob("*.whl")
+    with zipfile.ZipFile(wheel) as archive:
+        names = archive.namelist()
+    assert all(name.startswith((f"{package(copy.name)}/", f"{package(copy.name)}-")) for name in names), names
