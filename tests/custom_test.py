@@ -9,6 +9,7 @@ tests kill. The module's exporter allows long tasks (max_seconds 600), so calls 
 import hashlib
 import os
 import re
+import shutil
 import signal
 import sys
 import threading
@@ -32,7 +33,7 @@ from harness import (
     wait_for,
     write_config,
 )
-from jumpstarter.client.core import DriverError, DriverInvalidArgument, DriverMethodNotImplemented
+from jumpstarter.client.core import DriverInvalidArgument, DriverMethodNotImplemented
 
 from jumpstarter_driver_template.custom.common import Settings
 
@@ -62,7 +63,7 @@ def session(tmp_path_factory: pytest.TempPathFactory) -> Session:
     config = write_config(tmp)
     upload_dir = tmp / UPLOAD_DIR  # the config's relative upload_dir, from the exporter's directory
     upload_dir.mkdir()
-    (upload_dir / ".disk.img.left-by-a-crash.partial").write_bytes(b"half")
+    (upload_dir / ".upload-leftbyacrash.partial").write_bytes(b"half")
     image, saved = tmp / "image.bin", tmp / "random.bin"
     image.write_bytes(os.urandom(300_000))
     out = local_shell(
@@ -75,7 +76,8 @@ def session(tmp_path_factory: pytest.TempPathFactory) -> Session:
         j custom random 16
         j custom random 1000000 -o {saved}
         j custom upload {image} --name firmware.bin
-        j custom slow-task 11 || echo "slow-task FAILED"
+        j custom slow-task 11 || echo "slow-task FAILED with $?"
+        j custom upload {image} --name .hidden || echo "upload FAILED with $?"
         j custom combined-action final 9
         """,
     )
@@ -102,10 +104,18 @@ def test_upload_command_stores_the_file(session: Session):
     assert (session.upload_dir / "firmware.bin").read_bytes() == session.image.read_bytes()
 
 
-def test_driver_error_reaches_the_terminal(session: Session):
-    """A driver error is printed with its message (local mode's exit status is always 0)."""
-    assert "seconds must be between 0 and 10.0, got 11" in session.out
-    assert "slow-task FAILED" in session.out
+def test_bad_input_is_one_error_line(session: Session):
+    """A value the driver refuses, and a name the client refuses, each print one `Error:` line and fail.
+
+    (Through CliRunner a refused value exits 2; `j` itself exits 1 for every click error.)
+    """
+    errors = [line for line in session.out.splitlines() if line.startswith("Error:")]
+    assert len(errors) == 2, session.out
+    assert "seconds: Input should be less than or equal to 10, this driver's max_seconds (got 11)" in errors[0]
+    assert "upload name must not contain path separators or start with '.', got '.hidden'" in errors[1]
+    assert "slow-task FAILED with 1" in session.out
+    assert "upload FAILED with 1" in session.out
+    assert "Traceback" not in session.out
 
 
 def test_next_local_session_starts_from_defaults(session: Session):
@@ -155,7 +165,7 @@ def upload_dir(exporter: Exporter) -> Path:
 
 def partial_uploads(exporter: Exporter) -> list[str]:
     """Names of the uploads in progress (or left behind) in the exporter's upload directory."""
-    return [p.name for p in upload_dir(exporter).glob(".*.partial")]
+    return [p.name for p in upload_dir(exporter).glob(".upload-*.partial")]
 
 
 def idle(exporter: Exporter, custom: Any) -> bool:
@@ -259,15 +269,16 @@ def test_client_killed_mid_stream_and_mid_upload(exporter: Exporter, remote: Any
     wait_for(lambda: idle(exporter, custom), what="an idle exporter")
     fds_before = exporter.open_fds()
     fifo = FifoWriter(tmp_path / "image.fifo")
-    # An upload that never ends on its own: a FIFO fed forever, announced as a terabyte (`j custom upload`
-    # refuses a FIFO, whose size is unknown, so this client calls the client's upload coroutine itself).
+    # An upload that never ends on its own: a FIFO fed forever, announced as half the free space (more is
+    # refused at once; `j custom upload` refuses a FIFO, whose size is unknown, so this client calls the
+    # client's upload coroutine itself).
     uploader = tmp_path / "upload_forever.py"
     uploader.write_text(
         "from pathlib import Path\n"
         "from jumpstarter.utils.env import env\n"
         "with env() as client:\n"
         f"    client.custom.portal.call(client.custom._upload_async, Path({str(tmp_path / 'image.fifo')!r}), "
-        "'disk.img', 10**12)\n"
+        f"'disk.img', {shutil.disk_usage(target.parent).free // 2})\n"
     )
     script = f"j custom random 1000000000000 -o /dev/null & {sys.executable} {uploader} & wait"
     client = start(exporter.shell_args("sh", "-c", script))
@@ -276,7 +287,7 @@ def test_client_killed_mid_stream_and_mid_upload(exporter: Exporter, remote: Any
         wait_for(
             lambda: (
                 custom.state().open_streams == 1
-                and any(p.stat().st_size > 0 for p in upload_dir(exporter).glob(".disk.img.*.partial"))
+                and any(p.stat().st_size > 0 for p in upload_dir(exporter).glob(".upload-*.partial"))
             ),
             timeout=60,
             what="a byte stream and an upload in progress",
@@ -331,22 +342,25 @@ def test_killed_client_leaves_no_task_running(remote: Any, exporter: Exporter):
 @pytest.mark.parametrize(
     ("method", "args", "message"),
     [
-        ("configure", ("soak", 11), "level must be between 0 and 10, got 11"),
-        ("configure", ("soak", "3"), "level must be an integer, got '3'"),
-        ("configure", ("soak", 2.5), "level must be an integer, got 2.5"),
-        ("configure", (None, 3), "label must be a non-empty string, got None"),
-        ("configure", ("", 3), "label must be a non-empty string"),
-        ("slow_task", (601,), "seconds must be between 0 and 600.0, got 601"),
-        ("slow_task", (-1,), "seconds must be between 0 and 600.0, got -1"),
-        ("slow_task", ("soon",), "seconds must be a number, got 'soon'"),
-        ("slow_task", ([1],), "seconds must be a number, got \\[1.0\\]"),
-        ("slow_generator", (-1, 0), "count must be between 0 and 10000, got -1"),
-        ("slow_generator", (10_001, 0), "count must be between 0 and 10000, got 10001"),
-        ("slow_generator", (1.5, 0), "count must be an integer, got 1.5"),
-        ("slow_generator", (2, "fast"), "interval must be a number, got 'fast'"),
-        ("slow_generator", (2, 601), "interval must be between 0 and 600.0, got 601"),
-        ("upload", ("not-a-handle", "x.bin", 1), "validation error"),
-        ("upload", ({"uuid": 5}, "x.bin", 1), "validation error"),
+        ("configure", ({"label": "soak", "level": 11},), r"settings\.level: Input should be less than or equal to 10"),
+        ("configure", ({"label": "soak", "level": "three"},), r"settings\.level: Input should be a valid integer"),
+        ("configure", ({"label": "soak", "level": 2.5},), r"settings\.level: .*fractional part \(got 2\.5\)"),
+        ("configure", ({"label": None, "level": 3},), r"settings\.label: Input should be a valid string \(got None\)"),
+        ("configure", ({"label": "", "level": 3},), r"settings\.label: String should have at least 1 character"),
+        ("configure", ({"label": "x" * 101, "level": 3},), r"settings\.label: String should have at most 100 char"),
+        ("configure", ({"label": "a\nb", "level": 3},), r"settings\.label: .*control character U\+000A"),
+        ("configure", ("soak", 3), r"settings: Input should be a valid dictionary"),  # the old two-argument form
+        ("slow_task", (601,), r"seconds: Input should be less than or equal to 600, this driver's max_seconds"),
+        ("slow_task", (-1,), r"seconds: Input should be greater than or equal to 0 \(got -1\.0\)"),
+        ("slow_task", ("soon",), r"seconds: Input should be a valid number.* \(got 'soon'\)"),
+        ("slow_task", ([1],), r"seconds: Input should be a valid number \(got \[1\.0\]\)"),
+        ("slow_generator", (-1, 0), r"count: Input should be greater than or equal to 0 \(got -1\.0\)"),
+        ("slow_generator", (10_001, 0), r"count: Input should be less than or equal to 10000"),
+        ("slow_generator", (1.5, 0), r"count: Input should be a valid integer, got a number with a fractional part"),
+        ("slow_generator", (2, "fast"), r"interval: Input should be a valid number"),
+        ("slow_generator", (2, 601), r"interval: Input should be less than or equal to 600"),
+        ("upload", ("not-a-handle", "x.bin", 1), r"source: Input should be a valid dictionary or object"),
+        ("upload", ({"uuid": 5}, "x.bin", 1), r"source: Unable to extract tag using discriminator 'kind'"),
     ],
 )
 def test_bad_arguments_are_invalid_argument(remote: Any, exporter: Exporter, method: str, args: tuple, message: str):
@@ -366,9 +380,12 @@ def test_bad_arguments_are_invalid_argument(remote: Any, exporter: Exporter, met
         ("../escape.bin", None, "upload name must not contain path separators"),
         ("/etc/passwd", None, "upload name must not contain path separators"),
         ("..", None, "upload name must be a plain file name"),
-        ("ok.bin", -1, "size must be between 0 and"),
-        ("ok.bin", 2.5, "size must be an integer"),
-        ("ok.bin", "big", "size must be an integer"),
+        ("log\nforged", None, r"upload name must not contain a control character U\+000A, got 'log\\nforged'"),
+        ("bidi\u202etxt.exe", None, r"upload name must not contain a format character U\+202E"),
+        ("-rf", None, r"upload name must not start with '-' \(U\+002D\)"),
+        ("ok.bin", -1, r"size: Input should be greater than or equal to 0 \(got -1\)"),
+        ("ok.bin", 2.5, r"size: Input should be a valid integer, got a number with a fractional part"),
+        ("ok.bin", "big", r"size: Input should be a valid integer"),
     ],
 )
 def test_bad_upload_arguments_write_nothing(remote: Any, exporter: Exporter, tmp_path: Path, name, size, message):
@@ -384,10 +401,21 @@ def test_bad_upload_arguments_write_nothing(remote: Any, exporter: Exporter, tmp
     assert not (upload_dir(exporter).parent / "escape.bin").exists()
 
 
-def test_unexpected_arguments_are_refused(remote: Any):
-    """A method without parameters refuses arguments with an error that says so (Jumpstarter sends it as UNKNOWN)."""
-    with pytest.raises(DriverError, match=r"takes 1 positional argument but 2 were given"):
-        remote.custom.call("state", "extra")
+@pytest.mark.parametrize("name", ["b" * 255, "é" * 127, "€" * 85])
+def test_longest_names_are_stored(remote: Any, exporter: Exporter, tmp_path: Path, name: str):
+    """Names of 255 bytes (1-, 2- and 3-byte UTF-8 characters) are stored and read back, with no partial file left."""
+    source = tmp_path / "payload"
+    source.write_bytes(os.urandom(10_000))
+    assert remote.custom.upload(source, name).name == name
+    assert (upload_dir(exporter) / name).read_bytes() == source.read_bytes()
+    assert partial_uploads(exporter) == []
+
+
+@pytest.mark.parametrize(("method", "args"), [("state", ("extra",)), ("slow_task", ()), ("configure", ({}, {}))])
+def test_wrong_number_of_arguments_is_invalid_argument(remote: Any, method: str, args: tuple):
+    """Too many or too few arguments are INVALID_ARGUMENT naming them, not UNKNOWN; the exporter keeps serving."""
+    with pytest.raises(DriverInvalidArgument, match=r"(Unexpected positional|Missing required) argument"):
+        remote.custom.call(method, *args)
     assert remote.custom.state().device_id == "bench-01"
 
 
@@ -408,6 +436,6 @@ def test_stopping_the_exporter_closes_its_drivers(tmp_path: Path):
         with exporter.client() as client:
             client.custom.configure("before-stop", 2)
         uploads = upload_dir(exporter)
-        (uploads / ".disk.img.crashed.partial").write_bytes(b"half")  # as a crash mid-upload leaves it
+        (uploads / ".upload-crashed1.partial").write_bytes(b"half")  # as a crash mid-upload leaves it
     assert exporter.process.returncode is not None
     assert list(uploads.iterdir()) == []

@@ -10,7 +10,8 @@ passes for an `int` and `2.5` does not.
 methods (measured on pydantic 2.14 and Jumpstarter 0.9):
 
 - Jumpstarter passes arguments by position, and pydantic locates a positional argument by its
-  index: its message says `1`, not `level`. Here the message names the argument, on one line.
+  index: its message says `1`, not `level`. Here the message names the argument (and the field,
+  `settings.level`, inside a model argument), on one line.
 - On an async generator (a streaming call) `validate_call` returns a plain function, which
   `@export` would register as a unary call. Here the method stays an async generator.
 
@@ -82,10 +83,11 @@ def _argument_errors(method: Callable[..., Any], names: list[str]) -> Iterator[N
 
 
 def _describe(problem: Any, names: list[str]) -> str:
-    """One problem, as `name: what is wrong (got value)`."""
-    where = problem["loc"][0]
+    """One problem, as `name: what is wrong (got value)`; `name.field` inside a model argument."""
+    where, *inside = problem["loc"]
     if isinstance(where, int):  # a position, counted from `self`
         where = names[where] if where < len(names) and names[where] not in ("self", "args") else f"argument {where}"
+    where = ".".join([where, *map(str, inside)])
     # reprlib shortens a huge value: error messages travel in gRPC metadata, capped at 16 KiB.
     got = "" if problem["type"] == "missing_argument" else f" (got {reprlib.repr(problem['input'])})"
     return f"{where}: {problem['msg']}{got}"

@@ -76,7 +76,8 @@ def test_every_kind_of_method_works(client):
         ("sync_call", (11, []), r"^.*INVALID_ARGUMENT: level: Input should be less than or equal to 10 \(got 11\.0\)$"),
         ("sync_call", (1, "ab"), "labels: Input should be a valid list"),
         ("sync_call", (1,), "labels: Missing required argument"),
-        ("async_call", ({"x": 1},), "point: Field required"),
+        ("async_call", ({"x": 1},), r"point\.y: Field required"),
+        ("async_call", ({"x": 1, "y": "two"},), r"point\.y: Input should be a valid integer.* \(got 'two'\)"),
         ("async_call", ({"x": 1, "y": 2}, 3), "argument 2: Unexpected positional argument"),
     ],
 )

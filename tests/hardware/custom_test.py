@@ -5,6 +5,8 @@ import hashlib
 import os
 from pathlib import Path
 
+import pytest
+from jumpstarter.client.core import DriverInvalidArgument
 from jumpstarter_testing.pytest import JumpstarterTest
 
 
@@ -18,6 +20,13 @@ class TestCustom(JumpstarterTest):
         client.custom.configure("hardware-test", 4)
         state = client.custom.state()
         assert (state.settings.label, state.settings.level) == ("hardware-test", 4)
+
+    def test_refused_settings_change_nothing(self, client):
+        """A level out of range is INVALID_ARGUMENT naming the field, and the device keeps its settings."""
+        client.custom.configure("hardware-test", 4)
+        with pytest.raises(DriverInvalidArgument, match=r"settings\.level"):
+            client.custom.configure("hardware-test", 11)
+        assert client.custom.state().settings.level == 4
 
     def test_device_streams_data(self, client):
         """The device's byte stream delivers what was asked."""

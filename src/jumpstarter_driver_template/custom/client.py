@@ -18,10 +18,9 @@ import click
 from anyio import EndOfStream, to_thread
 from anyio.abc import ObjectStream
 from jumpstarter.client.core import DriverError
-from jumpstarter.client.decorators import driver_click_group
 from jumpstarter.streams.progress import ProgressAttribute
 
-from ..base_client import BaseClient
+from ..base_client import BaseClient, driver_group
 from .common import (
     IO_BATCH,
     LEVEL_MAX,
@@ -44,8 +43,10 @@ class ExampleCustomClient(BaseClient):
     # Unary calls: `self.call(name, *args)` returns the driver's result, decoded from a protobuf
     # Value (models arrive as dicts, numbers as floats): re-validate it into the shared model.
     def configure(self, label: str, level: int) -> Settings:
-        """Store a label and a level (0-10) on the device."""
-        return Settings.model_validate(self.call("configure", label, level))
+        """Store a label (1-100 characters) and a level (0-10) on the device."""
+        # A model argument crosses as a dict too: the driver's @validate turns it into Settings, and refuses
+        # a bad label or level with INVALID_ARGUMENT naming the field (`settings.level: ...`).
+        return Settings.model_validate(self.call("configure", {"label": label, "level": level}))
 
     # Not `status`: Jumpstarter's client base already has a `status` property (the lease's status).
     def state(self) -> State:
@@ -143,7 +144,9 @@ class ExampleCustomClient(BaseClient):
     def cli(self) -> click.Group:
         """The `j custom ...` commands. Docstrings become `--help` text."""
 
-        @driver_click_group(self)
+        # driver_group: upstream's driver_click_group, whose commands print a refused value or a driver
+        # error as one `Error:` line (exit status 2 or 1) instead of a traceback.
+        @driver_group(self)
         def base() -> None:
             """Example custom driver"""
 
@@ -183,7 +186,11 @@ class ExampleCustomClient(BaseClient):
                     raise click.UsageError(f"SIZE over {READ_LIMIT} bytes needs --output FILE")
                 click.echo(self.read_random(size).hex())
             else:
-                click.echo(f"wrote {self.save_random(output, size)} bytes to {output}")
+                try:
+                    written = self.save_random(output, size)
+                except OSError as e:  # a directory that does not exist, a read-only file system...
+                    raise click.FileError(output, e.strerror) from None
+                click.echo(f"wrote {written} bytes to {output}")
 
         @base.command()
         @click.argument("path", type=click.Path(exists=True, dir_okay=False, readable=True))

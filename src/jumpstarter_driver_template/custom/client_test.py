@@ -2,12 +2,14 @@
 """Client behaviour and the exact output of every `j power` / `j custom` command."""
 
 import hashlib
+import os
 import re
+import shutil
 from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
-from jumpstarter.client.core import DriverError, DriverInvalidArgument
+from jumpstarter.client.core import DriverError
 from jumpstarter.common.utils import serve
 from pydantic.dataclasses import dataclass
 
@@ -67,13 +69,6 @@ def test_cli_slow_task(custom):
     assert run(custom, "slow-task", "0.01") == "bench-01: done after 0.01 s\n"
 
 
-def test_cli_driver_errors_reach_the_user(custom):
-    """A value the driver refuses (over max_seconds) surfaces as INVALID_ARGUMENT with the driver's message."""
-    result = CliRunner().invoke(custom.cli(), ["slow-task", "5"])
-    assert isinstance(result.exception, DriverInvalidArgument)
-    assert "seconds must be between 0 and 2.0, got 5.0" in str(result.exception)
-
-
 def test_cli_slow_generator(custom):
     """`slow-generator -n 3 -i 0` prints one number per line."""
     assert run(custom, "slow-generator", "-n", "3", "-i", "0") == "0\n1\n2\n"
@@ -109,6 +104,91 @@ def test_cli_combined_action(custom):
     """`combined-action LABEL LEVEL` configures, runs a task and prints the state."""
     expected = "device_id=bench-01 label=burn-in level=4 active_tasks=0 open_streams=0\n"
     assert run(custom, "combined-action", "burn-in", "4", "-s", "0.01") == expected
+
+
+# j custom: bad input
+
+
+@pytest.fixture
+def payload(tmp_path: Path) -> Path:
+    """A small local file to upload."""
+    path = tmp_path / "payload.bin"
+    path.write_bytes(b"payload")
+    return path
+
+
+def bad_input(client, args: list[str], status: int, message: str) -> None:
+    """The command fails with `status`, printing exactly one `Error:` line that contains `message`, no traceback."""
+    result = CliRunner().invoke(client.cli(), args)
+    assert result.exit_code == status, result.output
+    errors = [line for line in result.output.splitlines() if line.startswith("Error:")]
+    assert len(errors) == 1 and message in errors[0], result.output
+    assert "Traceback" not in result.output
+
+
+# Exit status 2: the input is refused (by click, by the client, or by the driver as INVALID_ARGUMENT).
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["configure", "soak"], "Missing argument 'LEVEL'."),
+        (["configure", "soak", "11"], "Invalid value for 'LEVEL': 11 is not in the range 0<=x<=10."),
+        (["configure", "x" * 101, "1"], "settings.label: String should have at most 100 characters"),
+        (["configure", "a\nb", "1"], "settings.label: Value error, must not contain a control character U+000A"),
+        (["state", "extra"], "Got unexpected extra argument (extra)"),
+        (["slow-task", "soon"], "Invalid value for 'SECONDS': 'soon' is not a valid float range."),
+        (["slow-task", "5"], "seconds: Input should be less than or equal to 2, this driver's max_seconds (got 5)"),
+        (["slow-generator", "-n", "-1"], "Invalid value for '--count' / '-n': -1 is not in the range x>=0."),
+        (["slow-generator", "-n", "1", "-i", "5"], "interval: Input should be less than or equal to 2"),
+        (["random", "soon"], "Invalid value for 'SIZE': 'soon' is not a valid integer range."),
+        (["random", str(READ_LIMIT + 1)], f"SIZE over {READ_LIMIT} bytes needs --output FILE"),
+        (
+            ["upload", "/nonexistent/image.bin"],
+            "Invalid value for 'PATH': File '/nonexistent/image.bin' does not exist.",
+        ),
+        (["upload", "PAYLOAD", "--name", ".hidden"], "upload name must not contain path separators or start with '.'"),
+        (["upload", "PAYLOAD", "--name", "../x"], "upload name must not contain path separators or start with '.'"),
+        (["upload", "PAYLOAD", "--name", "bidi\u202etxt.exe"], "must not contain a format character U+202E"),
+        (["upload", "PAYLOAD", "--name", "trail "], "must not start or end with whitespace (U+0020)"),
+        (["upload", "PAYLOAD", "--name=-rf"], "upload name must not start with '-' (U+002D)"),
+        (["upload", "PAYLOAD", "--name", "x" * 256], "upload name must be at most 255 bytes in UTF-8, got 256"),
+        (["combined-action", "soak", "11"], "Invalid value for 'LEVEL': 11 is not in the range 0<=x<=10."),
+        (["combined-action", "soak", "1", "-s", "5"], "seconds: Input should be less than or equal to 2"),
+        (["no-such-command"], "No such command 'no-such-command'."),
+    ],
+)
+def test_bad_input_is_one_error_line(custom, payload, args, message):
+    """Bad input to each `j custom` command exits 2 with one `Error:` line that says why, never a traceback."""
+    bad_input(custom, [str(payload) if arg == "PAYLOAD" else arg for arg in args], 2, message)
+
+
+def test_upload_of_a_pipe_is_one_error_line(custom, tmp_path):
+    """`upload` of a FIFO (no size to announce) exits 2 with one `Error:` line."""
+    os.mkfifo(tmp_path / "image.fifo")
+    bad_input(
+        custom, ["upload", str(tmp_path / "image.fifo")], 2, "is not a regular file: an upload needs to know its size"
+    )
+
+
+def test_random_to_a_missing_directory_is_one_error_line(custom, tmp_path):
+    """`random -o` into a directory that does not exist exits 1 with one `Error:` line naming the file."""
+    target = tmp_path / "missing" / "random.bin"
+    bad_input(
+        custom, ["random", "10", "-o", str(target)], 1, f"Could not open file '{target}': No such file or directory"
+    )
+
+
+def test_upload_over_the_free_space_is_one_error_line(custom, payload, tmp_path, monkeypatch):
+    """An upload the exporter's disk cannot hold exits 1 (the exporter's state, not bad input), one `Error:` line."""
+    disk_usage = shutil.disk_usage
+    monkeypatch.setattr(shutil, "disk_usage", lambda path: disk_usage(path)._replace(free=3))
+    message = f"not enough space in {tmp_path / 'uploads'} for 'payload.bin': 7 bytes announced, 3 free"
+    bad_input(custom, ["upload", str(payload)], 1, message)
+
+
+def test_upload_disabled_is_one_error_line(payload):
+    """`upload` to a driver without upload_dir exits 1 with one `Error:` line saying how to enable it."""
+    with serve(ExampleCustom(device_id="bench-01")) as custom:
+        bad_input(custom, ["upload", str(payload)], 1, "uploads are disabled: set upload_dir")
 
 
 # Client methods

@@ -5,73 +5,56 @@ Read top to bottom: each kind of exported method appears once, simplest first.
 
 from __future__ import annotations
 
+import errno
 import hashlib
-import math
 import os
 import random
-import reprlib
+import shutil
 import tempfile
 from collections.abc import AsyncGenerator, AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import field
 from functools import cache
 from pathlib import Path
-from typing import Any
+from typing import Annotated
 
 import anyio
 from anyio import to_thread
 from anyio.abc import ByteStream
 from anyio.lowlevel import checkpoint
+from jumpstarter.common.resources import Resource
 from jumpstarter.driver import Driver, export, exportstream
 from pydantic import ConfigDict, Field
 from pydantic.dataclasses import dataclass
 
-from .common import (
-    LEVEL_MAX,
-    LEVEL_MIN,
-    STREAM_CHUNK,
-    Settings,
-    State,
-    UploadResult,
-    batches,
-    check_upload_name,
-)
+from ..validation import validate
+from .common import LEVEL_MIN, STREAM_CHUNK, Settings, State, UploadResult, batches, check_upload_name
 
 # Exporter YAML `config:` keys become keyword arguments of the driver dataclass. `extra="forbid"`
 # turns a typo into an error that names the key; pydantic checks every type. A plain stdlib
 # @dataclass would accept both silently.
 CONFIG = ConfigDict(extra="forbid")
 
+# Bounds of exported methods' arguments, checked by @validate. Numbers arrive as floats: 3.0 passes
+# for an int, 2.5 does not.
+Count = Annotated[int, Field(ge=0, le=10_000)]
+Seconds = Annotated[float, Field(ge=0)]  # and at most the config's max_seconds: see _check_seconds
+
 RANDOM_POOL = 4 * 1024 * 1024
 """Bytes of random data `RandomStream` slices its chunks from."""
-
-
-def _integer(name: str, value: Any, low: int, high: int) -> int:
-    """Check an integer argument. Numbers cross gRPC as doubles, so 3 arrives as 3.0."""
-    if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value) or value % 1:
-        # reprlib shortens a huge value: error messages travel in gRPC metadata, capped at 16 KiB.
-        raise ValueError(f"{name} must be an integer, got {reprlib.repr(value)}")
-    if not low <= value <= high:
-        raise ValueError(f"{name} must be between {low} and {high}, got {int(value)}")
-    return int(value)
-
-
-def _number(name: str, value: Any, low: float, high: float) -> float:
-    """Check a numeric argument."""
-    if isinstance(value, bool) or not isinstance(value, int | float):
-        raise ValueError(f"{name} must be a number, got {reprlib.repr(value)}")
-    if not low <= value <= high:
-        raise ValueError(f"{name} must be between {low} and {high}, got {value}")
-    return float(value)
+PARTIAL_PREFIX, PARTIAL_SUFFIX = ".upload-", ".partial"
+"""An upload in progress is `.upload-XXXXXXXX.partial` in upload_dir: a fixed length, whatever the name
+(the name plus anything would exceed the file system's 255 bytes for the longest names), and a pattern
+no upload can have (names never start with '.'), so reset() can remove what a crash left."""
 
 
 @dataclass(kw_only=True, config=CONFIG)
 class ExampleCustom(Driver):
     """A custom driver: its own config, exported methods of every kind, and its own client."""
 
-    device_id: str = Field(min_length=1)
+    device_id: str = Field(min_length=1, max_length=255)
     """Required: which device this driver talks to (a serial number, a hostname...)."""
-    max_seconds: float = Field(default=10.0, gt=0)
+    max_seconds: float = Field(default=10.0, gt=0, le=86_400)
     """Longest delay `slow_task` and `slow_generator` accept."""
     upload_dir: str | None = None
     """Directory `upload` stores files in (created if missing). None: uploads are disabled."""
@@ -105,21 +88,22 @@ class ExampleCustom(Driver):
         super().close()
 
     # 1. A sync unary call. Sync methods run in a worker thread, so blocking I/O is fine here.
-    #    Arguments arrive decoded from protobuf Values: check them, and raise ValueError, which
-    #    the client receives as INVALID_ARGUMENT (the exporter keeps serving).
+    #    Arguments come from any client, decoded from protobuf Values: @validate checks them against
+    #    the annotations and raises a ValueError naming the argument, which the client receives as
+    #    INVALID_ARGUMENT (the exporter keeps serving). A wrong number of arguments too. A pydantic
+    #    model argument crosses as a dict: @validate turns it back into the model, bounds checked.
     @export
-    def configure(self, label: str, level: int) -> Settings:
+    @validate
+    def configure(self, settings: Settings) -> Settings:
         """Store a label and a level on the device."""
-        if not isinstance(label, str) or not label.strip():
-            raise ValueError(f"label must be a non-empty string, got {reprlib.repr(label)}")
-        settings = Settings(label=label, level=_integer("level", level, LEVEL_MIN, LEVEL_MAX))
         # Sync calls of concurrent clients run in parallel worker threads: return what *this* call
         # stored, not `self._settings`, which another call may have replaced in the meantime.
         self._settings = settings
-        self.logger.debug("configured %s", settings)
+        self.logger.debug("configured %r", settings)  # %r: a client's string never reaches a terminal raw
         return settings  # sent as a dict: the client re-validates it into Settings
 
     @export
+    @validate
     def state(self) -> State:
         """Report the device's settings and what the driver is doing."""
         return State(
@@ -132,9 +116,10 @@ class ExampleCustom(Driver):
     # 2. An async unary call: runs on the event loop, so it waits with `await`, never time.sleep.
     #    If the client goes away, gRPC cancels the call and the await raises a cancellation.
     @export
-    async def slow_task(self, seconds: float) -> str:
+    @validate
+    async def slow_task(self, seconds: Seconds) -> str:
         """Wait for a number of seconds without blocking the exporter, then report."""
-        seconds = _number("seconds", seconds, 0, self.max_seconds)
+        self._check_seconds("seconds", seconds)
         self._active_tasks += 1
         try:
             await anyio.sleep(seconds)
@@ -142,13 +127,22 @@ class ExampleCustom(Driver):
             self._active_tasks -= 1
         return f"{self.device_id}: done after {seconds:g} s"
 
+    def _check_seconds(self, argument: str, seconds: float) -> None:
+        # A bound that comes from the config cannot be an annotation (evaluated once, for the class), and
+        # validate_call's validators never see `self`: checked here, in @validate's words.
+        if seconds > self.max_seconds:
+            raise ValueError(
+                f"{argument}: Input should be less than or equal to {self.max_seconds:g}, this driver's max_seconds "
+                f"(got {seconds:g})"
+            )
+
     # 3. An async generator: a streaming call. Never write a *sync* generator that blocks: its body
     #    runs on the exporter's event loop and stalls every other call while it waits.
     @export
-    async def slow_generator(self, count: int, interval: float) -> AsyncGenerator[int, None]:
+    @validate
+    async def slow_generator(self, count: Count, interval: Seconds) -> AsyncGenerator[int, None]:
         """Count from 0 to count-1, one number every interval seconds."""
-        count = _integer("count", count, 0, 10_000)
-        interval = _number("interval", interval, 0, self.max_seconds)
+        self._check_seconds("interval", interval)
         self._active_tasks += 1
         try:
             for i in range(count):
@@ -172,24 +166,46 @@ class ExampleCustom(Driver):
         finally:
             self._open_streams -= 1
 
-    # 5. An upload: the client streams a file as a *resource* and passes its handle to a normal
-    #    call; `self.resource(handle)` opens it as a byte stream. This is how flashers get images.
+    # 5. An upload: the client streams a file as a *resource* and passes its handle to a normal call;
+    #    `self.resource(handle)` opens it as a byte stream. This is how flashers get images.
     @export
-    async def upload(self, source: str, name: str, size: int) -> UploadResult:
+    @validate  # the argument count and types; the rules for name and size are checked below
+    async def upload(self, source: Resource, name: str, size: int) -> UploadResult:
         """Store a file sent by the client under upload_dir, atomically."""
-        async with self.resource(source) as stream:
-            # Checked once the resource is open, so a refused upload still releases it.
+        # Open the resource first: one the driver never opens stays on the exporter, with the chunks
+        # already sent (measured: 1-2 of up to 32, until the exporter stops). So a refusal the client
+        # can cause with a well-formed call (a name, a size too large for the disk) comes after this.
+        # (0.9 annotates resource()'s handle as `str`; what clients send is the dict that Resource describes.)
+        async with self.resource(source) as stream:  # type: ignore[arg-type]
             target = self._upload_path(name)
-            size = _integer("size", size, 0, 2**53)
+            await self._check_space(target, size)
             result = await self._store(stream, target, size)
-        self.logger.info("stored %s (%d bytes)", target, result.size)
+        self.logger.info("stored %r in %s (%d bytes)", result.name, self.upload_dir, result.size)
         return result
+
+    def _upload_path(self, name: str) -> Path:
+        """The path an upload of `name` goes to, refusing names that would escape upload_dir."""
+        if self.upload_dir is None:
+            raise NotImplementedError("uploads are disabled: set upload_dir in this driver's exporter config")
+        return Path(self.upload_dir) / check_upload_name(name)
+
+    async def _check_space(self, target: Path, size: int) -> None:
+        """Refuse, before receiving a byte, an upload the disk cannot hold (the old file stays until the rename)."""
+        if size < 0:
+            raise ValueError(f"size: Input should be greater than or equal to 0 (got {size})")
+        free = (await to_thread.run_sync(shutil.disk_usage, target.parent)).free
+        if size > free:
+            # Not the caller's mistake but the exporter's state: RuntimeError (UNKNOWN), `j` exits 1.
+            raise RuntimeError(
+                f"not enough space in {self.upload_dir} for {target.name!r}: {size} bytes announced, {free} free"
+            )
 
     async def _store(self, stream: AsyncIterator[bytes], target: Path, size: int) -> UploadResult:
         """Write to a temporary file next to the target, then rename: the old file survives any failure."""
         digest = hashlib.sha256()
         received = 0
-        fd, partial = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".partial")
+        fd, partial = tempfile.mkstemp(dir=target.parent, prefix=PARTIAL_PREFIX, suffix=PARTIAL_SUFFIX)
+        self.logger.debug("receiving %r into %s", target.name, partial)
         try:
             with os.fdopen(fd, "wb") as file:
 
@@ -211,21 +227,17 @@ class ExampleCustom(Driver):
                 await to_thread.run_sync(file.flush)
                 await to_thread.run_sync(os.fsync, file.fileno())
             os.replace(partial, target)  # atomic: readers see the old file or the new one
-        except BaseException:
+        except BaseException as e:
             Path(partial).unlink(missing_ok=True)
+            if isinstance(e, OSError) and e.errno in (errno.ENOSPC, errno.EDQUOT):  # filled after _check_space
+                raise RuntimeError(f"no space left in {self.upload_dir} after {received} of {size} bytes") from e
             raise
         return UploadResult(name=target.name, size=received, sha256=digest.hexdigest())
-
-    def _upload_path(self, name: str) -> Path:
-        """The path an upload of `name` goes to, refusing names that would escape upload_dir."""
-        if self.upload_dir is None:
-            raise NotImplementedError("uploads are disabled: set upload_dir in this driver's exporter config")
-        return Path(self.upload_dir) / check_upload_name(name)
 
     def _remove_partial_uploads(self) -> None:
         """Delete the temporary files of uploads that never finished."""
         if self.upload_dir is not None:
-            for partial in Path(self.upload_dir).glob(".*.partial"):
+            for partial in Path(self.upload_dir).glob(f"{PARTIAL_PREFIX}*{PARTIAL_SUFFIX}"):
                 partial.unlink(missing_ok=True)
 
 

@@ -3,11 +3,14 @@
 
 import hashlib
 import os
+import re
+import shutil
+import tempfile
 import time
 from pathlib import Path
 
 import pytest
-from jumpstarter.client.core import DriverInvalidArgument, DriverMethodNotImplemented
+from jumpstarter.client.core import DriverError, DriverInvalidArgument, DriverMethodNotImplemented
 from jumpstarter.common.utils import serve
 from jumpstarter.config.exporter import ExporterConfigV1Alpha1DriverInstance
 from pydantic import ValidationError
@@ -23,9 +26,15 @@ def upload_dir(tmp_path: Path) -> Path:
 
 
 @pytest.fixture
-def custom(upload_dir: Path):
+def driver(upload_dir: Path) -> ExampleCustom:
     """The custom driver with a short task limit and an upload directory."""
-    with serve(ExampleCustom(device_id="bench-01", max_seconds=2, upload_dir=str(upload_dir))) as client:
+    return ExampleCustom(device_id="bench-01", max_seconds=2, upload_dir=str(upload_dir))
+
+
+@pytest.fixture
+def custom(driver: ExampleCustom):
+    """The custom driver's client, over a real gRPC session."""
+    with serve(driver) as client:
         yield client
 
 
@@ -43,31 +52,79 @@ def test_configure_returns_and_stores_settings(custom):
     assert custom.state().settings == Settings(label="soak", level=7)
 
 
+def test_model_argument_crosses_as_a_dict(custom):
+    """A Settings argument is sent as a dict and returned as one; letters of every script are fine in a label."""
+    assert custom.call("configure", {"label": "Grüße-固件-€", "level": 3.0}) == {"label": "Grüße-固件-€", "level": 3.0}
+    assert custom.state().settings == Settings(label="Grüße-固件-€", level=3)
+
+
 @pytest.mark.parametrize(
-    ("label", "level", "message"),
+    ("settings", "message"),
     [
-        ("soak", 11, "level must be between 0 and 10, got 11"),
-        ("soak", -1, "level must be between 0 and 10, got -1"),
-        ("soak", 2.5, "level must be an integer, got 2.5"),
-        ("soak", "3", "level must be an integer, got '3'"),
-        ("soak", True, "level must be an integer, got True"),
-        ("soak", float("inf"), "level must be an integer, got None"),  # inf and nan cross gRPC as null
-        ("", 3, "label must be a non-empty string, got ''"),
-        (42, 3, "label must be a non-empty string, got 42"),
+        ({"label": "soak", "level": 11}, r"settings\.level: Input should be less than or equal to 10 \(got 11\.0\)"),
+        ({"label": "soak", "level": -1}, r"settings\.level: Input should be greater than or equal to 0"),
+        (
+            {"label": "soak", "level": 2.5},
+            r"settings\.level: Input should be a valid integer, got a number with a frac",
+        ),
+        ({"label": "soak", "level": "three"}, r"settings\.level: Input should be a valid integer"),
+        ({"label": "soak", "level": float("inf")}, r"settings\.level: .* \(got None\)"),  # inf and nan cross as null
+        ({"label": "", "level": 3}, r"settings\.label: String should have at least 1 character"),
+        ({"label": "x" * 101, "level": 3}, r"settings\.label: String should have at most 100 characters"),
+        ({"label": "a\x1b[2Jb", "level": 3}, r"settings\.label: .*must not contain a control character U\+001B"),
+        ({"label": 42, "level": 3}, r"settings\.label: Input should be a valid string \(got 42\.0\)"),
+        ({"level": 3}, r"settings\.label: Field required"),
+        ("soak", r"settings: Input should be a valid dictionary or instance of Settings \(got 'soak'\)"),
     ],
 )
-def test_configure_rejects_bad_arguments(custom, label, level, message):
-    """Bad arguments are INVALID_ARGUMENT with a message naming them; the settings are unchanged."""
+def test_configure_rejects_bad_settings(custom, settings, message):
+    """Bad settings are INVALID_ARGUMENT naming the field and the value; the stored settings are unchanged."""
     with pytest.raises(DriverInvalidArgument, match=message):
-        custom.configure(label, level)
+        custom.call("configure", settings)
+    assert custom.state().settings == Settings(label="default", level=0)
+
+
+def test_client_method_reports_the_drivers_refusal(custom):
+    """The typed client method gets the same INVALID_ARGUMENT (a ValueError) for a level out of range."""
+    with pytest.raises(DriverInvalidArgument, match=r"settings\.level: Input should be less than or equal to 10"):
+        custom.configure("soak", 11)
+
+
+def test_megabyte_label_is_refused_and_state_keeps_answering(custom):
+    """A 3.9 MB label (which every later state() answer would carry, near the 4 MiB cap) is refused at once."""
+    with pytest.raises(DriverInvalidArgument, match="at most 100 characters") as error:
+        custom.configure("x" * 3_900_000, 1)
+    assert len(str(error.value)) < 300  # the value is shortened in the message
     assert custom.state().settings == Settings(label="default", level=0)
 
 
 def test_huge_bad_argument_is_still_invalid_argument(custom):
     """A refused argument of 100 kB comes back as INVALID_ARGUMENT with a shortened value, not a transport error."""
-    with pytest.raises(DriverInvalidArgument, match=r"level must be an integer, got '7777.*'") as error:
-        custom.configure("soak", "7" * 100_000)
-    assert len(str(error.value)) < 200
+    with pytest.raises(DriverInvalidArgument, match=r"settings\.level: .*\(got '7777.*'\)") as error:
+        custom.call("configure", {"label": "soak", "level": "7" * 100_000})
+    assert len(str(error.value)) < 300
+
+
+@pytest.mark.parametrize(
+    ("method", "args", "message"),
+    [
+        ("configure", (), "settings: Missing required argument"),
+        ("configure", ("soak", 3), "argument 2: Unexpected positional argument"),  # the signature before Settings
+        ("state", ("extra",), "argument 1: Unexpected positional argument"),
+        ("slow_task", (), "seconds: Missing required argument"),
+        ("slow_task", (1, 2), "argument 2: Unexpected positional argument"),
+        ("slow_generator", (1,), "interval: Missing required argument"),
+        ("slow_generator", (1, 0, 0), "argument 3: Unexpected positional argument"),
+        ("upload", (), "source: Missing required argument; name: Missing required argument; size: Missing"),
+    ],
+)
+def test_wrong_number_of_arguments_is_invalid_argument(custom, method, args, message):
+    """Too few or too many arguments are INVALID_ARGUMENT naming them (without @validate: UNKNOWN, a TypeError)."""
+    with pytest.raises(DriverInvalidArgument, match=message):
+        if method == "slow_generator":
+            list(custom.streamingcall(method, *args))
+        else:
+            custom.call(method, *args)
 
 
 def test_state_reports_device_and_idle_driver(custom):
@@ -102,7 +159,12 @@ def test_slow_task_reports_completion(custom):
 
 @pytest.mark.parametrize(
     ("seconds", "message"),
-    [(3, "seconds must be between 0 and 2.0, got 3"), (-1, "between 0 and 2.0"), ("1", "must be a number")],
+    [
+        (3, r"seconds: Input should be less than or equal to 2, this driver's max_seconds \(got 3\)"),
+        (-1, r"seconds: Input should be greater than or equal to 0 \(got -1\.0\)"),
+        ("soon", r"seconds: Input should be a valid number"),
+        (float("nan"), r"seconds: Input should be a valid number \(got None\)"),  # NaN crosses gRPC as null
+    ],
 )
 def test_slow_task_rejects_bad_durations(custom, seconds, message):
     """Durations outside 0..max_seconds, or not numbers, are INVALID_ARGUMENT."""
@@ -128,7 +190,12 @@ def test_slow_generator_items_arrive_before_it_ends(custom):
 
 @pytest.mark.parametrize(
     ("count", "interval", "message"),
-    [(-1, 0, "count must be between 0 and 10000"), (1.5, 0, "count must be an integer"), (2, 5, "interval")],
+    [
+        (-1, 0, r"count: Input should be greater than or equal to 0"),
+        (10_001, 0, r"count: Input should be less than or equal to 10000"),
+        (1.5, 0, r"count: Input should be a valid integer, got a number with a fractional part \(got 1\.5\)"),
+        (2, 5, r"interval: Input should be less than or equal to 2, this driver's max_seconds \(got 5\)"),
+    ],
 )
 def test_slow_generator_rejects_bad_arguments(custom, count, interval, message):
     """Bad count or interval is INVALID_ARGUMENT."""
@@ -211,8 +278,39 @@ def test_upload_replaces_earlier_file_and_accepts_empty(custom, upload_dir, tmp_
     assert (upload_dir / "empty").read_bytes() == b""
 
 
-@pytest.mark.parametrize("name", ["../escape", "/etc/passwd", "a/b", "..", ".", ".hidden", "a\\b", "", "x" * 256])
-def test_upload_rejects_unsafe_names(custom, upload_dir, tmp_path, name):
+@pytest.mark.parametrize(
+    "name",
+    ["b" * 255, "é" * 127, "€" * 85, "固" * 85, "Grüße 固件 €.bin", "a b", "a-", "a.", "a...b"],
+)
+def test_upload_stores_every_name_the_check_accepts(custom, upload_dir, tmp_path, name):
+    """Names of up to 255 bytes (1-, 2- and 3-byte UTF-8) and of every script are stored and read back."""
+    data = os.urandom(1000)
+    source = tmp_path / "payload"
+    source.write_bytes(data)
+    assert custom.upload(source, name).name == name
+    assert (upload_dir / name).read_bytes() == data
+    assert [p.name for p in upload_dir.iterdir()] == [name]  # no temporary file left
+
+
+UNSAFE_NAMES = ["../escape", "/etc/passwd", "a/b", "..", ".", ".hidden", "a\\b", "", "x" * 256, "é" * 128]
+UNPRINTABLE_NAMES = [
+    ("line\nbreak", "control character U+000A"),
+    ("esc\x1b[2Jclear", "control character U+001B"),
+    ("tab\there", "control character U+0009"),
+    ("del\x7f", "control character U+007F"),
+    ("nul\0", "control character U+0000"),
+    ("bidi\u202etxt.exe", "format character U+202E"),
+    ("zero\u200bwidth", "format character U+200B"),
+    ("line\u2028separator", "line separator character U+2028"),
+    (" lead-space", "whitespace (U+0020)"),
+    ("trail-space ", "whitespace (U+0020)"),
+    ("trail-nbsp\xa0", "whitespace (U+00A0)"),
+    ("-rf", "start with '-' (U+002D)"),
+]
+
+
+@pytest.mark.parametrize("name", UNSAFE_NAMES)
+def test_upload_rejects_unsafe_names(driver, custom, upload_dir, tmp_path, name):
     """Names that could escape upload_dir are INVALID_ARGUMENT, and nothing is written anywhere."""
     source = tmp_path / "payload"
     source.write_bytes(b"payload")
@@ -220,6 +318,30 @@ def test_upload_rejects_unsafe_names(custom, upload_dir, tmp_path, name):
         raw_upload(custom, source, name, len(b"payload"))  # the client would turn "" into the file's name
     assert list(upload_dir.iterdir()) == []
     assert sorted(p.name for p in tmp_path.iterdir()) == ["payload", "uploads"]
+    assert driver.resources == {}  # the refused upload's stream is released on the exporter
+
+
+@pytest.mark.parametrize(("name", "problem"), UNPRINTABLE_NAMES)
+def test_upload_rejects_names_that_fool_terminals(driver, custom, upload_dir, tmp_path, name, problem):
+    """Control and format characters, edge whitespace and a leading '-': INVALID_ARGUMENT naming the code point."""
+    source = tmp_path / "payload"
+    source.write_bytes(b"payload")
+    with pytest.raises(DriverInvalidArgument, match=f"upload name must not .*{re.escape(problem)}, got '") as error:
+        raw_upload(custom, source, name, len(b"payload"))
+    assert str(error.value).isprintable()  # the name is shown escaped: safe to print or log
+    assert list(upload_dir.iterdir()) == []
+    assert driver.resources == {}
+
+
+@pytest.mark.parametrize(("name", "problem"), [*UNPRINTABLE_NAMES, ("\udce9t\udce9.bin", "surrogate character U+DCE9")])
+def test_client_refuses_names_that_fool_terminals(custom, upload_dir, tmp_path, name, problem):
+    """The client refuses the same names before sending (a non-UTF-8 file name decodes to surrogates)."""
+    source = tmp_path / "payload"
+    source.write_bytes(b"payload")
+    with pytest.raises(ValueError, match=re.escape(problem)) as error:
+        custom.upload(source, name)
+    assert not isinstance(error.value, DriverInvalidArgument)  # raised locally, not by the driver
+    assert list(upload_dir.iterdir()) == []
 
 
 def test_truncated_upload_keeps_earlier_file(custom, upload_dir, tmp_path):
@@ -244,6 +366,59 @@ def test_oversized_upload_is_refused_and_keeps_earlier_file(custom, upload_dir, 
     assert sorted(p.name for p in upload_dir.iterdir()) == ["disk.img"]
 
 
+@pytest.mark.parametrize(
+    ("size", "message"), [(-1, r"size: Input should be greater than or equal to 0 \(got -1\)"), (2.5, "size: ")]
+)
+def test_upload_rejects_bad_sizes(driver, custom, upload_dir, tmp_path, size, message):
+    """A negative or fractional size is INVALID_ARGUMENT; nothing is stored."""
+    source = tmp_path / "payload"
+    source.write_bytes(b"payload")
+    with pytest.raises(DriverInvalidArgument, match=message):
+        raw_upload(custom, source, "payload", size)
+    assert list(upload_dir.iterdir()) == []
+
+
+def test_upload_larger_than_the_free_space_is_refused_before_any_byte(
+    driver, custom, upload_dir, tmp_path, monkeypatch
+):
+    """An announced size over upload_dir's free space fails at once, naming the directory, size and free space."""
+    (upload_dir / "disk.img").write_bytes(b"known good")
+    source = tmp_path / "disk.img"
+    source.write_bytes(os.urandom(2000))
+    disk_usage = shutil.disk_usage
+    monkeypatch.setattr(shutil, "disk_usage", lambda path: disk_usage(path)._replace(free=1999))
+    message = f"not enough space in {upload_dir} for 'disk.img': 2000 bytes announced, 1999 free"
+    with pytest.raises(DriverError, match=re.escape(message)):
+        custom.upload(source)
+    assert (upload_dir / "disk.img").read_bytes() == b"known good"
+    assert [p.name for p in upload_dir.iterdir()] == ["disk.img"]  # no temporary file was even created
+    assert driver.resources == {}
+
+
+@pytest.mark.parametrize("size", [100, 3 * STREAM_CHUNK])  # fails in flush(), or in the first write
+def test_disk_filling_up_during_an_upload_is_reported(custom, upload_dir, tmp_path, monkeypatch, size):
+    """A disk that fills mid-transfer (ENOSPC) fails with a message saying so; the old file stays, no partial file."""
+    (upload_dir / "disk.img").write_bytes(b"known good")
+    source = tmp_path / "disk.img"
+    source.write_bytes(os.urandom(size))
+    mkstemp = tempfile.mkstemp
+
+    def mkstemp_on_a_full_disk(**kwargs):
+        fd, path = mkstemp(**kwargs)
+        full = os.open("/dev/full", os.O_WRONLY)  # every write to /dev/full fails with ENOSPC
+        os.dup2(full, fd)
+        os.close(full)
+        return fd, path
+
+    monkeypatch.setattr(tempfile, "mkstemp", mkstemp_on_a_full_disk)
+    message = f"no space left in {upload_dir} after {size} of {size} bytes"
+    with pytest.raises(DriverError, match=re.escape(message)) as error:
+        custom.upload(source)
+    assert not isinstance(error.value, DriverInvalidArgument)
+    assert (upload_dir / "disk.img").read_bytes() == b"known good"
+    assert [p.name for p in upload_dir.iterdir()] == ["disk.img"]
+
+
 def test_client_refuses_bad_upload_name_before_sending(custom, upload_dir, tmp_path):
     """The client checks the name itself: a ValueError before any byte is sent."""
     source = tmp_path / "payload"
@@ -266,7 +441,7 @@ def test_client_refuses_to_upload_a_pipe(custom, upload_dir, tmp_path):
 def test_reset_removes_partial_uploads(upload_dir):
     """reset() removes partial files an exporter crash left behind, and only those."""
     driver = ExampleCustom(device_id="bench-01", upload_dir=str(upload_dir))
-    (upload_dir / ".disk.img.k2j3.partial").write_bytes(b"half")
+    (upload_dir / ".upload-k2j3x9ab.partial").write_bytes(b"half")
     (upload_dir / "disk.img").write_bytes(b"whole")
     driver.reset()
     assert sorted(p.name for p in upload_dir.iterdir()) == ["disk.img"]
@@ -306,6 +481,8 @@ def test_config_builds_driver(tmp_path):
         ("ExampleCustom", {"device_id": "x", "max_seconds": 0}, "max_seconds", "greater than 0"),
         ("ExampleCustom", {"max_seconds": 5}, "device_id", "Field required"),
         ("ExampleCustom", {"device_id": ""}, "device_id", "at least 1 character"),
+        ("ExampleCustom", {"device_id": "x" * 256}, "device_id", "at most 255 characters"),
+        ("ExampleCustom", {"device_id": "x", "max_seconds": 86_401}, "max_seconds", "less than or equal to 86400"),
     ],
 )
 def test_config_errors_name_the_field(driver, config, field, problem):

@@ -18,6 +18,7 @@ from pydantic import ConfigDict, Field
 from pydantic.dataclasses import dataclass
 
 from ..commands import Command, run_command
+from ..validation import validate
 
 
 # Exporter YAML `config:` keys become keyword arguments of the driver dataclass. `extra="forbid"`
@@ -51,7 +52,9 @@ class ExamplePower(PowerInterface, Driver):
 
     # An `async def` runs on the exporter's event loop: it must never block. The command runner
     # waits for the command without blocking, so other calls keep being served meanwhile.
+    # @validate: a call with arguments is INVALID_ARGUMENT naming them (without it: UNKNOWN, a TypeError).
     @export
+    @validate
     async def on(self) -> None:
         """Power on the device."""
         async with self._switching:
@@ -61,6 +64,7 @@ class ExamplePower(PowerInterface, Driver):
         self.logger.info("power on")
 
     @export
+    @validate
     async def off(self) -> None:
         """Power off the device."""
         async with self._switching:
@@ -72,6 +76,7 @@ class ExamplePower(PowerInterface, Driver):
     # An async generator becomes a *streaming call*: each `yield` is one message to the client.
     # It must end: upstream's `j power read` iterates `read()` to the end for every reading.
     @export
+    @validate
     async def read(self) -> AsyncGenerator[PowerReading, None]:
         """Read the current power draw (one reading)."""
         if self._powered:

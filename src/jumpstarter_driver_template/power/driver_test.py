@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
-from jumpstarter.client.core import DriverError
+from jumpstarter.client.core import DriverError, DriverInvalidArgument
 from jumpstarter.common.utils import serve
 from jumpstarter.config.exporter import ExporterConfigV1Alpha1DriverInstance
 from jumpstarter_driver_power.common import PowerReading
@@ -100,6 +100,17 @@ def test_power_command_does_not_block_other_calls(tmp_path):
         release.write_text("go\n")
         turning_on.result(timeout=10)
         assert list(power.read()) == [PowerReading(voltage=5.0, current=1.0)]
+
+
+@pytest.mark.parametrize("method", ["on", "off", "read"])
+def test_power_refuses_arguments(power, method):
+    """A call with arguments is INVALID_ARGUMENT naming the extra one, and changes nothing."""
+    with pytest.raises(DriverInvalidArgument, match=r"argument 1: Unexpected positional argument \(got 'now'\)"):
+        if method == "read":
+            list(power.streamingcall(method, "now"))
+        else:
+            power.call(method, "now")
+    assert list(power.read()) == [OFF]
 
 
 def run(client, *args: str) -> str:
