@@ -39,8 +39,11 @@ async def run_command(key: str, command: list[str], timeout: float) -> str:
     """
     described = f"{key} {shlex.join(command)}"
     try:
+        # Shielded: a cancellation while the process is being set up would leave it running, unowned. Any
+        # cancellation is taken at the next await, where the finally below ends the process group.
         # No stdin: in local mode the exporter's stdin is the user's terminal.
-        process = await anyio.open_process(command, stdin=subprocess.DEVNULL, start_new_session=True)
+        with anyio.CancelScope(shield=True):
+            process = await anyio.open_process(command, stdin=subprocess.DEVNULL, start_new_session=True)
     except OSError as e:
         raise RuntimeError(f"{described} could not start: {e.strerror or e}") from None
     try:
