@@ -175,8 +175,10 @@ def main() -> int:
     parser.add_argument("--ref", default="main", help="main: the branch, tag or commit to build")
     parser.add_argument("--python", default=sys.executable, help="the Python of the test environment")
     parser.add_argument("--workdir", type=Path, help="keep the environment, clone and wheels here (default: removed)")
-    parser.add_argument("pytest_args", nargs="*", help="arguments for pytest, after --")
-    args = parser.parse_args()
+    parser.epilog = "Arguments after -- go to pytest."
+    argv = sys.argv[1:]
+    split = argv.index("--") if "--" in argv else len(argv)
+    args, pytest_args = parser.parse_args(argv[:split]), argv[split + 1 :]
 
     requirements = jumpstarter_requirements(tomllib.loads((ROOT / "pyproject.toml").read_text()))
     with tempfile.TemporaryDirectory(prefix="compat-") as tmp:
@@ -202,8 +204,8 @@ def main() -> int:
         env = {k: v for k, v in os.environ.items() if k not in ("VIRTUAL_ENV", "PYTHONPATH")}
         env["UV"] = uv()  # tests/packaging_test.py builds with it
         pytest = [python, "-m", "pytest", "-p", "no:cacheprovider", *(f"--ignore={path}" for path in IGNORED)]
-        print("+", " ".join(map(str, [*pytest, *args.pytest_args])), flush=True)
-        status = subprocess.run([*pytest, *args.pytest_args], cwd=ROOT, env=env, check=False).returncode
+        print("+", " ".join(map(str, [*pytest, *pytest_args])), flush=True)
+        status = subprocess.run([*pytest, *pytest_args], cwd=ROOT, env=env, check=False).returncode
         summarize(args.target, versions, status)
         return status
 
