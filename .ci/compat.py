@@ -31,6 +31,7 @@ import sys
 import tempfile
 import tomllib
 from pathlib import Path
+from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
 UPSTREAM = "https://github.com/jumpstarter-dev/jumpstarter"
@@ -62,7 +63,7 @@ def split_requirement(requirement: str) -> tuple[str, str, list[str]]:
     return normalize(name), extras or "", clauses
 
 
-def jumpstarter_requirements(pyproject: dict) -> dict[str, list[str]]:
+def jumpstarter_requirements(pyproject: dict[str, Any]) -> dict[str, list[str]]:
     """The jumpstarter* requirements of the project and its dev group: name -> version clauses."""
     requirements = list(pyproject["project"].get("dependencies", []))
     requirements += [r for r in pyproject.get("dependency-groups", {}).get("dev", []) if isinstance(r, str)]
@@ -188,7 +189,7 @@ def main() -> int:
             overrides = release_overrides(requirements)
         else:
             overrides, wheels = main_overrides(requirements, work, args.source, args.ref)
-            install += ["--find-links", wheels]
+            install += ["--find-links", str(wheels)]
         (work / "overrides.txt").write_text("\n".join(overrides) + "\n")
         print("overrides:", ", ".join(overrides))
 
