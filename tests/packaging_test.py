@@ -2,11 +2,14 @@
 
 The install goes through docker/install-wheel.sh, the step the Dockerfile runs, into a virtual environment
 laid out like upstream's image: a venv already holding the Jumpstarter release the Dockerfile builds on.
+The long description (README.md) renders as PyPI renders it, and links nowhere PyPI cannot follow.
 """
 
 import configparser
 import csv
+import email.parser
 import hashlib
+import html.parser
 import io
 import json
 import os
@@ -24,6 +27,7 @@ from pathlib import Path
 
 import pytest
 from packaging.requirements import Requirement
+from readme_renderer.markdown import render as render_markdown
 
 pytestmark = pytest.mark.slow
 
@@ -141,6 +145,41 @@ def _make_wheel(directory: Path, name: str, requires: list[str]) -> Path:
     return wheel
 
 
+def _long_description(metadata: str) -> tuple[str, str]:
+    """The content type and text of the long description in a METADATA or PKG-INFO file."""
+    message = email.parser.Parser().parsestr(metadata)
+    return message.get("Description-Content-Type", ""), message.get_payload()
+
+
+def _render(text: str, content_type: str = "text/markdown") -> str:
+    """The HTML PyPI shows for a long description: readme-renderer, the library PyPI renders with."""
+    kind, _, parameters = content_type.partition(";")
+    assert kind.strip() == "text/markdown", f"the long description is {content_type!r}, not Markdown"
+    variant = re.search(r"variant\s*=\s*(\w+)", parameters)
+    rendered = render_markdown(text, variant=variant.group(1) if variant else "GFM")
+    assert rendered, "readme-renderer could not render the long description"
+    return rendered
+
+
+class _Links(html.parser.HTMLParser):
+    """Collects the targets of links and images in HTML."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.targets: list[str] = []
+
+    def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
+        wanted = {"a": "href", "img": "src"}.get(tag)
+        self.targets += [value for name, value in attrs if name == wanted and value is not None]
+
+
+def _relative_links(rendered: str) -> list[str]:
+    """Link and image targets that PyPI cannot follow: neither absolute http(s) URLs nor #anchors on the page."""
+    links = _Links()
+    links.feed(rendered)
+    return [target for target in links.targets if not target.startswith(("https://", "http://", "#"))]
+
+
 @pytest.fixture(scope="module")
 def dist() -> Iterator[tuple[Path, Path]]:
     """The wheel and sdist of this checkout; `uv build` builds the wheel from the sdist, so the sdist rebuilds."""
@@ -195,6 +234,39 @@ def test_sdist_holds_what_rebuilds_and_tests_the_package(dist: tuple[Path, Path]
     needed |= {str(p.relative_to(ROOT)) for d in ("tests", "examples") for p in (ROOT / d).glob("*") if p.is_file()}
     assert needed <= names, sorted(needed - names)
     assert wheel.name.split("-")[1] == sdist.name.removesuffix(".tar.gz").rsplit("-", 1)[1]
+
+
+def test_long_description_renders_on_pypi(dist: tuple[Path, Path]) -> None:
+    """The wheel's and the sdist's long description is README.md, as Markdown that PyPI's renderer renders."""
+    wheel, sdist = dist
+    with zipfile.ZipFile(wheel) as archive:
+        (metadata,) = (n for n in archive.namelist() if n.endswith(".dist-info/METADATA"))
+        wheel_metadata = archive.read(metadata).decode()
+    with tarfile.open(sdist) as archive:
+        (pkg_info,) = (m for m in archive.getmembers() if m.name.count("/") == 1 and m.name.endswith("/PKG-INFO"))
+        file = archive.extractfile(pkg_info)
+        assert file is not None
+        sdist_metadata = file.read().decode()
+    readme = (ROOT / "README.md").read_text()
+    for metadata in (wheel_metadata, sdist_metadata):
+        content_type, text = _long_description(metadata)
+        assert text.strip() == readme.strip()
+        rendered = _render(text, content_type)
+        assert "<h1" in rendered, rendered[:500]  # the title is shown: the HTML comments hide no more than they should
+
+
+def test_readme_has_no_relative_links() -> None:
+    """Every link and image of README.md is an absolute URL or an anchor: PyPI resolves nothing against the repo."""
+    assert _relative_links(_render((ROOT / "README.md").read_text())) == []
+
+
+def test_relative_links_are_found() -> None:
+    """The link check sees relative links and images in Markdown and in HTML, and leaves code and comments alone."""
+    text = (
+        '# Title\n\nSee [the guide](docs/guide.md), ![diagram](docs/a.png), <a href="LICENSE">license</a>, '
+        "[home](https://jumpstarter.dev) and [below](#title).\n\n`[code](not-a-link.md)`\n\n<!-- [hidden](x.md) -->\n"
+    )
+    assert _relative_links(_render(text)) == ["docs/guide.md", "docs/a.png", "LICENSE"]
 
 
 def test_dockerfile_builds_on_the_tested_release_with_the_tested_script() -> None:

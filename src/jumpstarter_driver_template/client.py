@@ -42,8 +42,11 @@ class TemplateClient(BaseClient):
             click.echo(self.hello(name))
 
         @base.command()
-        @click.option("--count", "-n", type=click.IntRange(0, 1000), default=5, show_default=True, help="Numbers")
-        @click.option("--interval", "-i", type=click.FloatRange(0, 60), default=0.5, show_default=True, help="Seconds")
+        # Bounded by default: `j template count` ends on its own, so scripts, hooks and agents can call it.
+        @click.option("--count", "-n", type=click.IntRange(0, 1000), default=5, show_default=True, help="How many")
+        @click.option(
+            "--interval", "-i", type=click.FloatRange(0, 60), default=0.5, show_default=True, help="Seconds between"
+        )
         def count(count: int, interval: float) -> None:
             """Print numbers as the device counts."""
             for number in self.count(count, interval):
