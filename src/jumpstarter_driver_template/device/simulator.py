@@ -58,6 +58,8 @@ class Faults:
     """The next `garbage` answers are garbage (not even UTF-8)."""
     drop: int = 0
     """The next `drop` commands close the connection instead of being answered."""
+    only: str = ""
+    """If set, faults hit only commands that start with it (e.g. "*IDN?": a device that is still booting)."""
 
 
 class Instrument:
@@ -164,6 +166,8 @@ class Simulator:
     async def _answer(self, line: bytes) -> bytes | None:
         self.commands += 1
         faults = self.faults
+        if not line.decode(errors="replace").startswith(faults.only):
+            faults = Faults(latency=faults.latency)
         if faults.drop > 0:
             faults.drop -= 1
             return None
@@ -240,8 +244,9 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--slow-seconds", type=float, default=5.0, help="how late a slow answer is")
     parser.add_argument("--garbage", type=int, default=0, help="answer the first N commands with garbage")
     parser.add_argument("--drop", type=int, default=0, help="drop the connection on the first N commands")
+    parser.add_argument("--only", default="", help="faults hit only commands starting with this")
     args = parser.parse_args(argv)
-    faults = Faults(args.latency, args.slow, args.slow_seconds, args.garbage, args.drop)
+    faults = Faults(args.latency, args.slow, args.slow_seconds, args.garbage, args.drop, args.only)
     simulator = Simulator(faults, args.host, args.port)
 
     async def serve() -> None:

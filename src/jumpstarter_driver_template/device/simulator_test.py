@@ -67,6 +67,15 @@ def test_faults_garbage_and_drop(simulator):
         assert exchange(sock, "*IDN?") == IDN.encode() + b"\n"  # one-shot faults
 
 
+def test_faults_can_hit_one_command_only(simulator):
+    """With `only`, other commands are answered normally and keep the fault for the matching one."""
+    simulator.faults.drop, simulator.faults.only = 1, "*IDN?"
+    with socket.create_connection(("127.0.0.1", simulator.port)) as sock:
+        assert exchange(sock, "OUTP ON") == b"OK\n"
+        assert exchange(sock, "*IDN?") == b""
+    assert simulator.faults.drop == 0
+
+
 def test_fault_slow_answers_late(simulator):
     """`slow` delays the next answer by slow_seconds."""
     simulator.faults.slow = 1
