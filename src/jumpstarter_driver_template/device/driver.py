@@ -254,12 +254,14 @@ class ExampleDevice(PowerSupplyInterface, Driver):
     async def _output_off(self) -> None:
         """Output off over a connection of its own, on the private event loop of _run_async_bounded."""
         assert self.host is not None and self.port is not None
-        with anyio.fail_after(self.connect_timeout + self.timeout):
-            connection = await LineConnection.open(self.host, self.port, self.connect_timeout)
-            try:
+        connection = await LineConnection.open(self.host, self.port, self.connect_timeout)
+        try:
+            with anyio.fail_after(self.timeout):
                 answer = await connection.exchange("OUTP OFF")
-            finally:
-                connection.close()
+        except TimeoutError:
+            raise TimeoutError(f"no answer to 'OUTP OFF' within {self.timeout:g} s") from None
+        finally:
+            connection.close()
         if answer != "OK":
             raise DeviceError(f"answered 'OUTP OFF' with {reprlib.repr(answer)}")
 

@@ -205,6 +205,15 @@ def test_close_never_raises_when_the_device_is_gone(driver, simulator, caplog):
     assert "lease end: could not switch the output of" in caplog.text
 
 
+def test_close_is_bounded_when_the_device_hangs(driver, simulator, caplog):
+    """A device that never answers OUTP OFF holds close() for `timeout` only, and the reason is logged."""
+    with serve(driver) as device:
+        device.identify()
+        simulator.faults.slow, simulator.faults.slow_seconds, simulator.faults.only = 1, 3600, "OUTP OFF"
+    assert "lease end: could not switch the output of" in caplog.text
+    assert "no answer to 'OUTP OFF' within 0.5 s" in caplog.text
+
+
 def test_console_exchanges_raw_lines(device, simulator):
     """The raw console is a byte stream on a connection of its own; leaving it closes that connection."""
     device.identify()
