@@ -1,0 +1,1 @@
+"""ExampleBoard: a parent driver whose children are a power supply and a power switch, with a client workflow."""

@@ -1,0 +1,104 @@
+"""ExampleBoard: a *parent driver*. Its children are declared in the exporter config; it checks them and adds one.
+
+Jumpstarter 0.9 builds an entry's `children:` first and passes them to the parent as `children=`, a
+dict of driver instances. A parent checks them in `__post_init__` (upstream's UbootConsole does), can
+build children of its own (upstream's Dutlink does), and keeps `super()` in `reset()` / `close()`:
+that is the only way the children's lifecycle runs. Clients reach children by name
+(`j board device idn`, `client.board.power.on()`), and the board's client combines them in workflows.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncGenerator
+
+from jumpstarter.driver import Driver, export
+from jumpstarter_driver_power.common import PowerReading
+from jumpstarter_driver_power.driver import PowerInterface
+from pydantic import ConfigDict, Field
+from pydantic.dataclasses import dataclass
+
+from ..device.interface import PowerSupplyInterface
+from .common import BoardTiming
+
+CHILDREN = ("device", "power")
+
+
+@dataclass(kw_only=True, config=ConfigDict(extra="forbid"))
+class ExampleBoard(Driver):
+    """A bench: a power supply (`device`) and a power switch (`power`: the supply's output, unless configured)."""
+
+    off_seconds: float = Field(default=1.0, ge=0, le=60)
+    """How long power_cycle keeps the power off."""
+    ready_timeout: float = Field(default=10.0, gt=0, le=600)
+    """How long power_cycle waits, after power on, for the device to answer."""
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        # A wrong or missing child is a config error that names it, when the exporter starts: not a confusing
+        # failure at the first call. Unknown names are refused too (a typo would leave a child unused).
+        for name in self.children:
+            if name not in CHILDREN:
+                raise ValueError(f"children: unknown child {name!r}: an ExampleBoard has {' and '.join(CHILDREN)}")
+        device = self.children.get("device")
+        if device is None:
+            raise ValueError(
+                "children: `device` is missing: declare a power supply driver under the board's `children:` "
+                "(type: jumpstarter_driver_template.device.driver.ExampleDevice)"
+            )
+        if not isinstance(device, PowerSupplyInterface):
+            raise ValueError(f"children: `device` must be a PowerSupplyInterface driver, got {type(device).__name__}")
+        power = self.children.get("power")
+        if power is None:
+            # Not configured: build it. It switches the supply's output through the supply's own driver, so
+            # one instrument is driven over one connection, whichever child a client uses.
+            self.children["power"] = DeviceOutputPower(device=device)
+        elif not isinstance(power, PowerInterface):
+            raise ValueError(f"children: `power` must be a PowerInterface driver, got {type(power).__name__}")
+
+    @classmethod
+    def client(cls) -> str:
+        """Import path of the client class: the client side loads it by this name."""
+        return "jumpstarter_driver_template.board.client.ExampleBoardClient"
+
+    # Bench-specific knowledge lives in the exporter config; the client's workflow asks for it.
+    @export
+    async def timing(self) -> BoardTiming:
+        """How this bench power-cycles (off time, readiness timeout)."""
+        return BoardTiming(off_seconds=self.off_seconds, ready_timeout=self.ready_timeout)
+
+    # Driver.reset()/close() pass the lease's start and end down to the children: a parent that overrides
+    # them and forgets super() leaves the power supply's output on and its connection open between leases.
+    def reset(self) -> None:
+        """Lease start: reset every child (the supply's output goes off)."""
+        super().reset()
+        self.logger.debug("lease start: reset %s", ", ".join(self.children))
+
+    def close(self) -> None:
+        """Lease end: close every child."""
+        self.logger.debug("lease end: closing %s", ", ".join(self.children))
+        super().close()
+
+
+@dataclass(kw_only=True, config=ConfigDict(extra="forbid", arbitrary_types_allowed=True))
+class DeviceOutputPower(PowerInterface, Driver):
+    """Upstream's PowerInterface over a power supply's output: `j board power on/off/read` with upstream's client."""
+
+    device: PowerSupplyInterface
+    """The supply whose output this switches: its driver, called in-process (same connection, same lock)."""
+
+    @export
+    async def on(self) -> None:
+        """Switch the supply's output on."""
+        await self.device.set_output(True)
+
+    @export
+    async def off(self) -> None:
+        """Switch the supply's output off."""
+        await self.device.set_output(False)
+
+    # Upstream's `j power read` reads the stream to the end for each reading: it must end.
+    @export
+    async def read(self) -> AsyncGenerator[PowerReading, None]:
+        """One reading of the output's voltage and current."""
+        measurement = await self.device.measure()
+        yield PowerReading(voltage=measurement.voltage, current=measurement.current)

@@ -1,0 +1,205 @@
+# mypy: allow-untyped-defs
+"""ExampleBoard as the exporter builds it: a tree from YAML, served in-process, its children and its workflow."""
+
+import pytest
+from click.testing import CliRunner
+from jumpstarter.common.utils import serve
+from jumpstarter.config.exporter import ExporterConfigV1Alpha1DriverInstance
+from jumpstarter_driver_power.client import PowerClient
+from jumpstarter_driver_power.common import PowerReading
+from pydantic import ValidationError
+
+from ..device.client import ExampleDeviceClient
+from ..device.driver import ExampleDevice
+from ..device.simulator import IDN, running
+from .client import ExampleBoardClient
+from .driver import ExampleBoard
+
+# The `export:` section of an exporter config (a bare `children:` block is a Composite), as the exporter reads it.
+TREE = """
+children:
+  board:
+    type: jumpstarter_driver_template.board.driver.ExampleBoard
+    config:
+      off_seconds: 0
+      ready_timeout: 5
+    children:
+      device:
+        {device}
+{extra_children}
+  psu:
+    ref: board.device
+"""
+MODEL = "type: jumpstarter_driver_template.device.model.ExampleDeviceModel"
+MOCK_POWER = "jumpstarter_driver_power.driver.MockPower"
+
+
+def on_port(port: int) -> str:
+    """The board's `device:` entry: ExampleDevice on the simulator at `port`."""
+    return (
+        f"{{type: {ExampleDevice.__module__}.ExampleDevice, config: {{host: 127.0.0.1, port: {port}, timeout: 0.5}}}}"
+    )
+
+
+def tree(device: str, extra_children: str = ""):
+    """The driver tree of TREE, built as the exporter builds it."""
+    text = TREE.format(device=device, extra_children=extra_children)
+    return ExporterConfigV1Alpha1DriverInstance.from_str(text).instantiate()
+
+
+@pytest.fixture
+def simulator():
+    """The bench's power supply, simulated."""
+    with running() as simulator:
+        yield simulator
+
+
+@pytest.fixture
+def root(simulator):
+    """The driver tree (the exporter's root), not served yet."""
+    return tree(on_port(simulator.port))
+
+
+@pytest.fixture
+def client(root):
+    """The tree served over gRPC: `client.board`, `client.psu`."""
+    with serve(root) as client:
+        yield client
+
+
+def test_tree_has_the_declared_and_the_built_children(client):
+    """The board's children are the declared supply and the power switch the board built, each with its client."""
+    assert isinstance(client.board, ExampleBoardClient)
+    assert sorted(client.board.children) == ["device", "power"]
+    assert isinstance(client.board.device, ExampleDeviceClient)
+    assert isinstance(client.board.power, PowerClient)  # upstream's client, no code of ours
+
+
+def test_power_switches_the_supply_output_over_its_one_connection(client, simulator):
+    """`power` (upstream's PowerClient) switches the supply's output through the supply's own connection."""
+    client.board.device.set_voltage(5)
+    client.board.power.on()
+    assert client.board.device.get_output() is True
+    assert list(client.board.power.read()) == [PowerReading(voltage=5.0, current=0.5)]
+    client.board.power.off()
+    assert simulator.instrument.output is False
+    assert simulator.connections == 1
+
+
+def test_ref_is_the_same_driver_under_another_name(client, simulator):
+    """`psu: {ref: board.device}` is a client of the same driver: same uuid, same instrument, same connection."""
+    assert isinstance(client.psu, ExampleDeviceClient)
+    assert client.psu.uuid == client.board.device.uuid
+    client.psu.set_voltage(7)
+    assert client.board.device.get_voltage() == 7.0
+    assert simulator.connections == 1
+
+
+def test_power_cycle_returns_the_identity(client, simulator):
+    """power_cycle: off, on, then the device's answer to *IDN?; the output is on afterwards."""
+    assert client.board.timing().model_dump() == {"off_seconds": 0.0, "ready_timeout": 5.0}
+    assert client.board.power_cycle() == IDN
+    assert simulator.instrument.output is True
+
+
+def test_power_cycle_waits_for_the_device_to_answer(client, simulator):
+    """A device that does not answer *IDN? at first (booting) is asked again until it does."""
+    simulator.faults.drop, simulator.faults.only = 3, "*IDN?"
+    assert client.board.power_cycle() == IDN
+    assert simulator.faults.drop == 0
+
+
+def test_power_cycle_gives_up_after_the_timeout(client, simulator):
+    """A device that never answers: a TimeoutError naming the wait and the last error."""
+    simulator.faults.drop, simulator.faults.only = 10**6, "*IDN?"
+    with pytest.raises(TimeoutError, match=r"did not answer \*IDN\? within 0.5 s after power on; last error: Driver"):
+        client.board.power_cycle(timeout=0.5)
+
+
+def test_reset_and_close_reach_the_children(root, simulator):
+    """The board keeps super() in reset()/close(): a new lease and the lease's end switch the supply's output off."""
+    with serve(root) as client:
+        client.board.power.on()
+        client.portal.call(root.reset)  # as the exporter does at a lease's start, on its event loop thread
+        assert simulator.instrument.output is False
+        client.board.power.on()
+    assert simulator.instrument.output is False
+    assert simulator.connections == 0
+
+
+def test_a_parent_that_forgets_super_leaves_its_children_alone(simulator):
+    """Jumpstarter 0.9: a parent's reset() reaches its children only through super()."""
+
+    class ForgetfulBoard(ExampleBoard):
+        def reset(self) -> None:
+            self.logger.info("reset, without super()")
+
+    board = ForgetfulBoard(children={"device": ExampleDevice(host=simulator.host, port=simulator.port)})
+    with serve(board) as client:
+        client.power.on()
+        client.portal.call(board.reset)
+        assert simulator.instrument.output is True  # the supply was not reset
+
+
+@pytest.mark.parametrize(
+    ("extra_children", "problem"),
+    [
+        (f"      powr: {{type: {MOCK_POWER}}}", "unknown child 'powr': an ExampleBoard has device and power"),
+        (f"      power: {{{MODEL}}}", "`power` must be a PowerInterface driver, got ExampleDeviceModel"),
+    ],
+)
+def test_wrong_children_are_config_errors_naming_them(simulator, extra_children, problem):
+    """A misspelt or wrong-typed child fails when the exporter builds the tree, naming the child."""
+    with pytest.raises(ValidationError, match="ExampleBoard") as error:
+        tree(on_port(simulator.port), extra_children=extra_children)
+    assert problem in str(error.value)
+
+
+def test_missing_or_wrong_device_is_a_config_error():
+    """The supply is required, and must implement PowerSupplyInterface."""
+    with pytest.raises(ValidationError, match="`device` is missing"):
+        ExampleBoard()
+    with pytest.raises(ValidationError, match="`device` must be a PowerSupplyInterface driver, got MockPower"):
+        tree(f"{{type: {MOCK_POWER}}}")
+
+
+def test_upstream_power_driver_as_the_power_child(simulator):
+    """Any PowerInterface driver can be the board's power switch: upstream's MockPower, with no code of ours."""
+    with serve(tree(on_port(simulator.port), extra_children=f"      power: {{type: {MOCK_POWER}}}")) as client:
+        assert client.board.power_cycle() == IDN
+        assert [reading.voltage for reading in client.board.power.read()] == [0.0, 5.0]  # MockPower's readings
+        assert simulator.instrument.output is False  # the supply's output was not touched
+
+
+def test_in_memory_model_as_the_device():
+    """The board asks for the interface, so the in-memory model fits as its supply."""
+    with serve(tree(f"{{{MODEL}}}")) as client:
+        client.board.power.on()
+        assert client.board.device.get_output() is True
+        assert client.board.power_cycle().startswith("Jumpstarter,ExampleSupply,MODEL-0001")
+
+
+def run(client, *args: str) -> str:
+    """Run `j board ARGS...` and return its output; it must succeed."""
+    result = CliRunner().invoke(client.cli(), list(args), catch_exceptions=False)
+    assert result.exit_code == 0, result.output
+    return result.output
+
+
+def test_cli_nests_the_children_and_adds_the_workflow(client):
+    """`j board` has each child's commands under its name, and `power-cycle`."""
+    help_text = run(client.board, "--help")
+    for line in ("device       Bench power supply", "power        Generic power", "power-cycle  Power off and on"):
+        assert line in help_text
+    assert run(client.board, "power", "on") == ""
+    assert run(client.board, "device", "output") == "on\n"
+    assert run(client.board, "power-cycle", "--off-seconds", "0") == f"{IDN}\n"
+
+
+def test_cli_timeout_is_one_error_line(client, simulator):
+    """A device that never comes back: one `Error:` line, exit status 1."""
+    simulator.faults.drop, simulator.faults.only = 10**6, "*IDN?"
+    result = CliRunner().invoke(client.board.cli(), ["power-cycle", "--timeout", "0.5"])
+    assert result.exit_code == 1, result.output
+    assert result.output.startswith("Error: the device did not answer *IDN? within 0.5 s after power on")
+    assert len(result.output.splitlines()) == 1
