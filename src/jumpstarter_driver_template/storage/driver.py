@@ -193,6 +193,8 @@ class ExampleStorageMux(StorageMuxFlasherInterface, Driver):
                         self._image, self._error, touched = "incomplete", "write in progress", True
                         await to_thread.run_sync(file.writelines, batch)
                         self._written += sum(map(len, batch))
+                if not touched:
+                    raise ValueError("the image is empty: nothing to write")
                 # A client that dies mid-write ends the stream with an EOF, as a finished one does; only the
                 # cancellation of its call, which gRPC delivers a moment later, tells them apart. Give it
                 # CANCEL_GRACE to arrive (measured: under 1 ms after the EOF, in 20 kills), during the sync.
@@ -301,6 +303,8 @@ async def _batches(chunks: AsyncIterable[bytes], size: int = IO_BATCH) -> AsyncI
     batch: list[bytes] = []
     batched = 0
     async for chunk in chunks:
+        if not chunk:
+            continue  # keep-alive frames arrive as empty chunks
         batch.append(chunk)
         batched += len(chunk)
         if batched >= size:
