@@ -34,6 +34,7 @@ from pydantic import ConfigDict, Field
 from pydantic.dataclasses import dataclass
 
 from ..commands import Command, run_command
+from ..validation import validate
 from .common import Image, Operation, Side, StorageState
 
 MiB = 1024 * 1024
@@ -90,6 +91,7 @@ class ExampleStorageMux(StorageMuxFlasherInterface, Driver):
     # Upstream's client has no call for the state: read it with `client.call("state")`. An extra
     # exported method is fine on a standard interface; it just has no `j` command.
     @export
+    @validate
     async def state(self) -> StorageState:
         """Report the card's side, whether it holds a whole image, and the call in progress."""
         return StorageState(
@@ -102,17 +104,21 @@ class ExampleStorageMux(StorageMuxFlasherInterface, Driver):
         )
 
     # 1. Switching: async methods on the event loop; the command runner waits without blocking it.
+    #    @validate: a call with arguments is INVALID_ARGUMENT naming them (without it: UNKNOWN, a TypeError).
     @export
+    @validate
     async def host(self) -> None:
         """Connect the card to the test host, to write or read it."""
         await self._switch("host", self.host_command)
 
     @export
+    @validate
     async def dut(self) -> None:
         """Connect the card to the device, to boot from it."""
         await self._switch("dut", self.dut_command)
 
     @export
+    @validate
     async def off(self) -> None:
         """Disconnect the card from both sides."""
         await self._switch("off", self.off_command)
@@ -140,6 +146,7 @@ class ExampleStorageMux(StorageMuxFlasherInterface, Driver):
     #    `flash` hands over a presigned request instead, and `self.resource` downloads it here, on the
     #    exporter. Compressed sources (`flash --compression xz`) arrive decompressed.
     @export
+    @validate
     async def write(self, src: Any) -> None:
         """Write an image to the card (on the host side); it is flushed and synced when this returns."""
         async with self.resource(src) as stream:
@@ -152,6 +159,7 @@ class ExampleStorageMux(StorageMuxFlasherInterface, Driver):
                 self._operation = None
 
     @export
+    @validate
     async def read(self, dst: Any) -> None:
         """Read the whole card (on the host side) into a resource the client opened (upstream's `dump`)."""
         async with self.resource(dst) as stream:

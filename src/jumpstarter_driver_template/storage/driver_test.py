@@ -18,7 +18,7 @@ import anyio
 import pytest
 from anyio.streams.stapled import StapledObjectStream
 from click.testing import CliRunner
-from jumpstarter.client.core import DriverError
+from jumpstarter.client.core import DriverError, DriverInvalidArgument
 from jumpstarter.common.utils import serve
 from jumpstarter.config.exporter import ExporterConfigV1Alpha1DriverInstance
 from jumpstarter.streams.encoding import Compression
@@ -82,6 +82,14 @@ def test_switching_records_the_side(storage):
     for side in ("host", "dut", "off"):
         getattr(storage, side)()
         assert state(storage).side == side
+
+
+@pytest.mark.parametrize("method", ["host", "dut", "off", "state"])
+def test_calls_refuse_extra_arguments(storage, method):
+    """A call with arguments is INVALID_ARGUMENT naming the extra one, and changes nothing."""
+    with pytest.raises(DriverInvalidArgument, match=r"argument 1: Unexpected positional argument \(got 'now'\)"):
+        storage.call(method, "now")
+    assert state(storage) == StorageState(side="off", image="unknown", card_size=CARD)
 
 
 @pytest.mark.parametrize(("side", "where"), [("off", "switched off"), ("dut", r"connected to the device \(dut\)")])
@@ -319,10 +327,11 @@ def test_flash_from_a_missing_url_leaves_the_card_as_it_was(storage, tmp_path):
 def test_switching_runs_the_configured_commands_in_order(card, tmp_path):
     """flash runs host_command, writes, then runs dut_command; off runs off_command."""
     log = tmp_path / "mux.log"
-    commands = {f"{side}_command": ["sh", "-c", f"echo {side} >> {log}"] for side in ("host", "dut", "off")}
+    host, dut, off = (["sh", "-c", f"echo {side} >> {log}"] for side in ("host", "dut", "off"))
     source = tmp_path / "image.img"
     image(source, MiB)
-    with serve(ExampleStorageMux(card=str(card), size=CARD, **commands)) as storage:
+    mux = ExampleStorageMux(card=str(card), size=CARD, host_command=host, dut_command=dut, off_command=off)
+    with serve(mux) as storage:
         storage.flash(str(source))
         storage.off()
     assert log.read_text().split() == ["host", "dut", "off"]
