@@ -92,4 +92,5 @@ def test_client_killed_mid_flash_leaves_the_card_incomplete(tmp_path: Path):
             final = wait_for(lambda: (s := state(client)).operation is None and s, context=exporter.log_tail)
         assert (final.side, final.image) == ("host", "incomplete"), final
         assert final.written < size, final
-        assert "the client went away (call cancelled): card.img holds an incomplete image" in exporter.log_tail()
+        went_away = "call cancelled (the client went away, or the exporter is stopping): card.img holds an incomplete"
+        assert went_away in exporter.log_tail()

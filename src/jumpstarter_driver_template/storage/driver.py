@@ -213,8 +213,9 @@ class ExampleStorageMux(StorageMuxFlasherInterface, Driver):
             # An error of the receiving task arrives wrapped in an ExceptionGroup: raise the error itself,
             # so that the client gets its message (and INVALID_ARGUMENT for a ValueError).
             error = e.exceptions[0] if isinstance(e, BaseExceptionGroup) and len(e.exceptions) == 1 else e
-            cancelled = isinstance(error, anyio.get_cancelled_exc_class())
-            reason = "the client went away (call cancelled)" if cancelled else str(error) or type(error).__name__
+            reason = str(error) or type(error).__name__
+            if isinstance(error, anyio.get_cancelled_exc_class()):
+                reason = "call cancelled (the client went away, or the exporter is stopping)"
             if touched:
                 self._error = f"write stopped after {self._written} bytes: {reason}"
                 self.logger.error("%s: %s holds an incomplete image", self._error, self.card)
