@@ -93,7 +93,7 @@ EXAMPLES: dict[str, tuple[str, str]] = {
     "storage": (
         f"{P}/storage/ tests/storage_test.py tests/hardware/storage_test.py benchmarks/storage_bench.py "
         "docs/storage.md",
-        "commands",
+        "commands validation",
     ),
 }
 # Modules that several units use: kept when a kept unit needs them.

@@ -1,0 +1,1 @@
+"""ExampleStorageMux: a second standard interface, upstream's StorageMuxFlasherInterface: no client code here."""

@@ -1,0 +1,33 @@
+"""What a client can read about the card: `state()`'s result, shared by the driver and whoever reads it.
+
+Upstream's `StorageMuxFlasherClient` has no method for it: read it with `client.call("state")`, which
+returns a plain dict (results cross gRPC as protobuf Values), and validate it back into the model:
+`StorageState.model_validate(client.storage.call("state"))`.
+
+Keep this module light: it is imported where only a client is installed.
+"""
+
+from typing import Literal
+
+from pydantic import BaseModel, Field
+
+Side = Literal["off", "host", "dut"]
+"""Where the mux connects the card: to nothing, to the test host (writable), or to the device (bootable)."""
+Image = Literal["unknown", "complete", "incomplete"]
+"""What the card holds: whatever it held before the exporter started, a whole image, or part of one."""
+Operation = Literal["switching", "writing", "reading"]
+
+
+class StorageState(BaseModel):
+    """The card's side, what it holds, and what the driver is doing with it."""
+
+    side: Side
+    image: Image
+    operation: Operation | None = None
+    """The call in progress; any other call that needs the card is refused meanwhile."""
+    card_size: int | None = Field(default=None, ge=0)
+    """Bytes the card holds; None until the card has been seen (a real card reader appears on the host side only)."""
+    written: int = Field(default=0, ge=0)
+    """Bytes the last write wrote (so far, while it runs)."""
+    error: str | None = None
+    """Why the image is incomplete: the last write's error, or "write in progress"."""
