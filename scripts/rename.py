@@ -80,7 +80,7 @@ EXAMPLES: dict[str, tuple[str, str]] = {
     ),
     "custom": (
         f"{P}/custom/ tests/custom_test.py tests/hardware/custom_test.py benchmarks/custom_bench.py docs/custom.md",
-        "base_client validation",
+        "base_client validation cancellation",
     ),
     "device": (
         f"{P}/device/ tests/device_test.py tests/hardware/device_test.py benchmarks/device_bench.py docs/device.md",
@@ -93,12 +93,13 @@ EXAMPLES: dict[str, tuple[str, str]] = {
     "storage": (
         f"{P}/storage/ tests/storage_test.py tests/hardware/storage_test.py benchmarks/storage_bench.py "
         "docs/storage.md",
-        "commands validation",
+        "commands validation cancellation",
     ),
 }
 # Modules that several units use: kept when a kept unit needs them.
 SUPPORT: dict[str, tuple[str, str]] = {
-    "commands": (f"{P}/commands.py {P}/commands_test.py", ""),
+    "commands": (f"{P}/commands.py {P}/commands_test.py", "cancellation"),
+    "cancellation": (f"{P}/cancellation.py {P}/cancellation_test.py", ""),
     "base_client": (f"{P}/base_client.py {P}/base_client_test.py", ""),
     "validation": (f"{P}/validation.py {P}/validation_test.py", ""),
 }

@@ -21,6 +21,8 @@ import anyio
 from anyio.abc import ByteReceiveStream, Process
 from pydantic import Field
 
+from .cancellation import to_completion
+
 Command = Annotated[list[Annotated[str, Field(max_length=4096)]], Field(min_length=1, max_length=256)]
 """An argument list from exporter config, e.g. ["uhubctl", "-l", "1-1", "-p", "2", "-a", "on"] (no shell)."""
 
@@ -37,6 +39,11 @@ async def run_command(key: str, command: list[str], timeout: float) -> str:
     A non-zero exit raises RuntimeError with the exit status and the tail of stderr; an overrun raises
     TimeoutError, which the client receives as DEADLINE_EXCEEDED.
     """
+    # In a task of its own: gRPC's cancellation of a call would otherwise cut through the shields below.
+    return await to_completion(_run, key, command, timeout)
+
+
+async def _run(key: str, command: list[str], timeout: float) -> str:
     described = f"{key} {shlex.join(command)}"
     try:
         # Shielded: a cancellation while the process is being set up would leave it running, unowned. Any

@@ -27,6 +27,7 @@ from jumpstarter.driver import Driver, export, exportstream
 from pydantic import ConfigDict, Field
 from pydantic.dataclasses import dataclass
 
+from ..cancellation import to_completion
 from ..validation import validate
 from .common import LEVEL_MIN, STREAM_CHUNK, Settings, State, UploadResult, batches, check_upload_name
 
@@ -179,7 +180,9 @@ class ExampleCustom(Driver):
         async with self.resource(source) as stream:  # type: ignore[arg-type]
             target = self._upload_path(name)
             await self._check_space(target, size)
-            result = await self._store(stream, target, size)
+            # In a task of its own, so that a client leaving mid-upload (gRPC cancels with asyncio's own
+            # cancellation, which does not wait for a worker thread) never closes the file under a write.
+            result = await to_completion(self._store, stream, target, size)
         self.logger.info("stored %r in %s (%d bytes)", result.name, self.upload_dir, result.size)
         return result
 

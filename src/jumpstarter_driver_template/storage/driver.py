@@ -18,7 +18,7 @@ from __future__ import annotations
 import errno
 import os
 import stat
-from collections.abc import AsyncIterable, AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterable, AsyncIterator
 from dataclasses import field
 from pathlib import Path
 from typing import Any, BinaryIO
@@ -33,6 +33,7 @@ from jumpstarter_driver_opendal.driver import StorageMuxFlasherInterface
 from pydantic import ConfigDict, Field
 from pydantic.dataclasses import dataclass
 
+from ..cancellation import to_completion
 from ..commands import Command, run_command
 from ..validation import validate
 from .common import Image, Operation, Side, StorageState
@@ -155,7 +156,7 @@ class ExampleStorageMux(StorageMuxFlasherInterface, Driver):
             self._require_host("write")
             self._begin("writing", "write")
             try:
-                await _to_completion(self._write_card, stream)
+                await to_completion(self._write_card, stream)
             finally:
                 self._operation = None
 
@@ -167,7 +168,7 @@ class ExampleStorageMux(StorageMuxFlasherInterface, Driver):
             self._require_host("read")
             self._begin("reading", "read")
             try:
-                await _to_completion(self._read_card, stream)
+                await to_completion(self._read_card, stream)
             finally:
                 self._operation = None
 
@@ -323,25 +324,3 @@ async def _batches(chunks: AsyncIterable[bytes], size: int = IO_BATCH) -> AsyncI
             batch, batched = [], 0
     if batch:
         yield batch
-
-
-async def _to_completion(function: Callable[[Any], Awaitable[None]], argument: Any) -> None:
-    """Await `function(argument)` in a task of its own, so that a cancellation never cuts a thread hop short.
-
-    gRPC cancels a call whose client went away with a plain asyncio cancellation, which does not wait for
-    a worker thread: `to_thread.run_sync` would return at once while the thread still writes, and the card
-    would be closed under it. Inside a task group the cancellation is anyio's, delivered once the thread
-    is done.
-    """
-    errors: list[Exception] = []
-
-    async def run() -> None:
-        try:
-            await function(argument)
-        except Exception as e:  # re-raised as it is below, not wrapped in an ExceptionGroup
-            errors.append(e)
-
-    async with anyio.create_task_group() as group:
-        group.start_soon(run)
-    if errors:
-        raise errors[0]
