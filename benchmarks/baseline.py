@@ -277,8 +277,14 @@ class BaselineClient(DriverClient):
         return self.portal.call(self._sink_file, path)
 
     async def _sink(self, source: ObjectStream[bytes]) -> int:
-        async with self.resource_async(source) as handle:
-            return int(await self.call_async("sink", handle))
+        with anyio.CancelScope() as transfer:
+            async with self.resource_async(source) as handle:
+                received = int(await self.call_async("sink", handle))
+                # The call is over: stop copying. Leaving resource_async waits for both directions of its copy,
+                # and the driver-to-client one may wait for an end the driver never sends (a run hung here
+                # on a loaded machine); the example's upload cancels its transfer the same way.
+                transfer.cancel()
+        return received
 
     async def _sink_file(self, path: Path) -> int:
         source = FileSource(path)

@@ -24,7 +24,7 @@ module's stem without `_bench` is its label in the output (`custom`, `driver`). 
 
     def once(run: Round) -> None        (optional)
         After the rounds, once per mode: costly figures, such as memory growth over 256 MiB
-        (`run.rss_growth(...)`).
+        (`run.rss_compare(...)`).
 
 Verdicts are made to hold on a loaded machine (see `Round.pair`): a method and its baseline are
 measured in alternation within small blocks (A B B A ...), each block gives one ratio, and a
@@ -69,25 +69,26 @@ class Sizes:
     rss: int
     """Bytes moved for a memory growth figure (256 MiB in the full run)."""
     rss_runs: int
-    """Memory growth figures per mode: a burst of load lets a receiver fall behind for a moment and gRPC buffer
-    more (up to 55 MiB seen once in 18 transfers of 256 MiB, 10-23 MiB otherwise); a buffer that grows with the
-    size moved shows in every run."""
+    """Memory growth figures per mode and figure (judged on their spread, like ratios)."""
 
 
 @dataclass
 class Series:
-    """One figure's samples in one mode: a comparison (method, baseline and their ratio per block) or a value."""
+    """One figure's samples in one mode: a comparison (method, baseline, and how they relate per block) or a value."""
 
     unit: str
     higher_is_better: bool = False
+    relation: Literal["ratio", "difference"] = "ratio"
+    """How a comparison's blocks are judged: method/baseline, or method - baseline (memory growth, in `unit`)."""
     method: list[float] = field(default_factory=list)
     baseline: list[float] = field(default_factory=list)
-    ratios: list[float] = field(default_factory=list)
+    relative: list[float] = field(default_factory=list)
+    """Per block: the ratio (or difference) of the method's figure to the baseline's."""
 
     @property
     def judged(self) -> list[float]:
-        """What a target reads: the per-block ratios of a comparison, the samples of a value."""
-        return self.ratios if self.baseline else self.method
+        """What a target reads: the per-block ratios (or differences) of a comparison, the samples of a value."""
+        return self.relative if self.baseline else self.method
 
     @property
     def median(self) -> float:
@@ -119,6 +120,8 @@ class Target:
     """What a FAIL means, printed with it."""
     explain: Callable[[Callable[[str], Series]], str] | None = None
     """More detail for a FAIL from this run's figures: gets a lookup of the unit's series in the same mode."""
+    modes: tuple[str, ...] = ("serve", "exporter")
+    """The modes it is judged in (the series is recorded in every mode regardless)."""
 
     def met(self, value: float) -> bool:
         if self.op == "<=":
@@ -211,7 +214,7 @@ class Round:
             ma, mb = statistics.median(a), statistics.median(b)
             series.method.append(ma)
             series.baseline.append(mb)
-            series.ratios.append(ma / mb)
+            series.relative.append(ma / mb)
 
     def compare(
         self,
@@ -247,17 +250,42 @@ class Round:
         unit = {"call": "us", "item": "us/item", "byte": "MB/s"}[per]
         self.pair(name, timed(method), timed(baseline), unit=unit, higher_is_better=per == "byte", repeat=repeat)
 
-    def rss_growth(self, name: str, move: Callable[[], object]) -> None:
-        """Record the peak resident memory growth (MiB) of the most grown process while `move` runs, `rss_runs` times.
+    def growth(self, move: Callable[[], object]) -> float:
+        """The peak resident memory growth (MiB) of the most grown process while `move` runs.
 
         In serve() the driver and the client share this process; through an exporter, both
-        processes count and the larger growth is recorded.
+        processes count and the larger growth is returned.
         """
+        local, remote = usage(reset=True), self.baseline.usage(reset=True)
+        move()
+        local_after, remote_after = usage(), self.baseline.usage()
+        grown = (local_after["VmHWM"] - local["VmRSS"]) / 1024
+        if self.mode != "serve":
+            grown = max(grown, (remote_after["VmHWM"] - remote["VmRSS"]) / 1024)
+        return grown
+
+    def rss_growth(self, name: str, move: Callable[[], object]) -> None:
+        """Record the memory growth of `move` (a transfer of `sizes.rss` bytes) `rss_runs` times."""
         for _ in range(self.sizes.rss_runs):
-            local, remote = usage(reset=True), self.baseline.usage(reset=True)
-            move()
-            local_after, remote_after = usage(), self.baseline.usage()
-            growth = (local_after["VmHWM"] - local["VmRSS"]) / 1024
-            if self.mode != "serve":
-                growth = max(growth, (remote_after["VmHWM"] - remote["VmRSS"]) / 1024)
-            self.record(name, growth, "MiB")
+            self.record(name, self.growth(move), "MiB")
+
+    def rss_compare(self, name: str, move: Callable[[], object], baseline: Callable[[], object]) -> None:
+        """Record the memory growth of `move` minus that of the baseline's transfer of the same size and direction.
+
+        Why a difference: through an exporter, the receiving process's gRPC buffers what arrives
+        while that process waits for a CPU, and on a loaded machine that reached 35-80 MiB for the
+        framework's own do-nothing download of 256 MiB (10-23 MiB on a quiet one). Measured in
+        alternation with the baseline's transfer, what the example adds is what remains.
+        """
+        series = self.series(name, "MiB")
+        series.relation = "difference"
+        for i in range(self.sizes.rss_runs):
+            if i % 2:
+                b = self.growth(baseline)
+                a = self.growth(move)
+            else:
+                a = self.growth(move)
+                b = self.growth(baseline)
+            series.method.append(a)
+            series.baseline.append(b)
+            series.relative.append(a - b)
