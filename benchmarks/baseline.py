@@ -68,6 +68,14 @@ class Baseline(Driver):
         return self._reply
 
     @export
+    async def echo_log(self, *args: Any) -> Any:
+        """Async unary call of any shape that logs one INFO line, like a method that reports what it did."""
+        # The exporter turns each log record into a protobuf message for the clients following its log:
+        # a method's decision to log costs that, whatever it does besides.
+        self.logger.info("echo")
+        return self._reply
+
+    @export
     def echo_sync(self, *args: Any) -> Any:
         """Sync unary call of any shape."""
         return self._reply
@@ -224,6 +232,10 @@ class BaselineClient(DriverClient):
     def echo(self, *args: Any) -> Any:
         """The async same-shape baseline."""
         return self.call("echo", *args)
+
+    def echo_log(self, *args: Any) -> Any:
+        """The async same-shape baseline that logs one line at INFO."""
+        return self.call("echo_log", *args)
 
     def echo_sync(self, *args: Any) -> Any:
         """The sync same-shape baseline."""

@@ -75,7 +75,8 @@ def framework_drivers(workdir: Path) -> dict[str, Entry]:
 
 def framework_measure(run: Round) -> None:
     base, size = run.baseline, run.sizes.bytes
-    run.compare("ping_sync/ping", base.ping_sync, base.ping)
+    run.compare("ping_sync/ping", base.ping_sync, base.ping)  # what running in a worker thread costs
+    run.compare("echo_log/echo", base.echo_log, base.echo)  # what one INFO line per call costs
     run.compare("sink/ceiling", lambda: base.sink(size), lambda: base.drain(size), per="byte", amount=size)
 
 

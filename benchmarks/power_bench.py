@@ -20,10 +20,12 @@ def drivers(workdir: Path) -> dict[str, Entry]:
 
 def measure(run: Round) -> None:
     power, base = run.client("power", PowerClient), run.baseline
-    # on/off: async, no arguments, no result: the async echo returning None. The ratio is the lock and the log.
+    # on/off: async, no arguments, no result, and one INFO line per switch (the quick start shows it in the
+    # shell): the async echo that logs one line, returning None. The ratio is the lock and the state; what the
+    # line itself costs is the framework's "echo_log/echo" figure (5-10% of a call).
     base.set_reply(None)
-    run.compare("on/echo", power.on, base.echo)
-    run.compare("off/echo", power.off, base.echo)
+    run.compare("on/echo_log", power.on, base.echo_log)
+    run.compare("off/echo_log", power.off, base.echo_log)
     # read: a streaming call of one PowerReading, against a streaming call of one dict of its shape.
     power.on()
     base.set_reply(next(power.read()).model_dump())
@@ -32,7 +34,7 @@ def measure(run: Round) -> None:
 
 WHY = "the method costs more than 10% over the framework's own call of the same shape"
 TARGETS = [
-    Target("on/echo", "<=", 1.1, WHY),
-    Target("off/echo", "<=", 1.1, WHY),
+    Target("on/echo_log", "<=", 1.1, WHY),
+    Target("off/echo_log", "<=", 1.1, WHY),
     Target("read/echo_stream", "<=", 1.1, WHY),
 ]
