@@ -6,12 +6,12 @@ Run from the repository root:
     uv run python benchmarks/bench.py --quick    # one tiny round: proves the benchmark runs
 
 The framework baselines (baseline.py) need no example. Each example unit adds its measurements in
-`benchmarks/<unit>_bench.py` (the plugin interface is described in harness.py); this script finds
+`benchmarks/<unit>_bench.py` (the plugin interface is described in benchkit.py); this script finds
 them by name and names no unit. It prints the targets it will judge (a `TARGETS` line), a table of
 every figure, and last a `SUMMARY` line: PASS or FAIL per target, with a reason for each FAIL.
 
 Targets compare a method with the baseline of the same shape, measured in alternation in small
-blocks; each is judged on the median of its per-block ratios (harness.Round.pair says why), so
+blocks; each is judged on the median of its per-block ratios (benchkit.Round.pair says why), so
 verdicts hold on a loaded machine. Absolute numbers depend on the machine; compare ratios. Linux
 only: memory figures come from /proc.
 """
@@ -42,11 +42,11 @@ from types import ModuleType
 os.environ["TERM"] = "dumb"
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
-sys.path.insert(0, str(HERE))  # baseline, harness and the bench modules, here and in the exporter (PYTHONPATH below)
+sys.path.insert(0, str(HERE))  # baseline, benchkit and the bench modules, here and in the exporter (PYTHONPATH below)
 
 from anyio.from_thread import start_blocking_portal  # noqa: E402
 from baseline import BaselineClient  # noqa: E402
-from harness import Entry, Figures, MiB, Round, Series, Sizes, Target  # noqa: E402
+from benchkit import Entry, Figures, MiB, Round, Series, Sizes, Target  # noqa: E402
 from jumpstarter.client import DriverClient, client_from_path  # noqa: E402
 from jumpstarter.common.utils import serve  # noqa: E402
 from jumpstarter.config.exporter import ExporterConfigV1Alpha1DriverInstance  # noqa: E402
@@ -104,7 +104,7 @@ def discover() -> list[Unit]:
         name = path.stem.removesuffix("_bench")
         missing = [attr for attr in ("drivers", "measure", "TARGETS") if not hasattr(module, attr)]
         if missing:
-            raise SystemExit(f"{path.name} does not provide {', '.join(missing)} (see harness.py)")
+            raise SystemExit(f"{path.name} does not provide {', '.join(missing)} (see benchkit.py)")
         once = getattr(module, "once", lambda run: None)
         units.append(Unit(name, module.drivers, module.measure, once, list(module.TARGETS)))
     return units

@@ -1,6 +1,6 @@
 """The custom unit's benchmark: every kind of exported method of ExampleCustom against the baseline of its shape.
 
-Plugin interface: harness.py. The exporter imports `custom_bench.CustomBench` (benchmarks/ is on its path).
+Plugin interface: benchkit.py. The exporter imports `custom_bench.CustomBench` (benchmarks/ is on its path).
 """
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ from contextlib import asynccontextmanager
 from pathlib import Path
 
 from anyio.abc import ByteStream
-from harness import Entry, Round, Series, Target
+from benchkit import Entry, Round, Series, Target
 from jumpstarter.driver import exportstream
 from pydantic.dataclasses import dataclass
 
@@ -74,7 +74,8 @@ def measure(run: Round) -> None:
     # returning a result of the same shape (the example's own, set once with set_reply): the ratio is the
     # method's own checks, models, logging and the client's re-validation.
     base.set_reply(custom.configure("bench", 3).model_dump())
-    run.compare("configure/echo_sync", lambda: custom.configure("bench", 3), lambda: base.echo_sync("bench", 3))
+    settings = {"label": "bench", "level": 3}  # configure sends its Settings as one dict
+    run.compare("configure/echo_sync", lambda: custom.configure("bench", 3), lambda: base.echo_sync(settings))
     base.set_reply(custom.state().model_dump())
     run.compare("state/echo_sync", custom.state, base.echo_sync)
     base.set_reply(custom.slow_task(0))

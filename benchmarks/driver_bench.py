@@ -1,13 +1,13 @@
 """The skeleton unit's benchmark: its driver's `hello` and `count` against the baselines of their shapes.
 
-Plugin interface: harness.py. Named after the unit's files (`driver.py`, `client.py`).
+Plugin interface: benchkit.py. Named after the unit's files (`driver.py`, `client.py`).
 """
 
 from __future__ import annotations
 
 from pathlib import Path
 
-from harness import Entry, Round, Target
+from benchkit import Entry, Round, Target
 
 from jumpstarter_driver_template.client import TemplateClient
 

@@ -1,6 +1,6 @@
 """The power unit's benchmark: ExamplePower's `on`, `off` and `read` (simulated) against the baselines of their shapes.
 
-Plugin interface: harness.py. Upstream's PowerClient is the client: what it does (re-validating each
+Plugin interface: benchkit.py. Upstream's PowerClient is the client: what it does (re-validating each
 reading) counts as part of the example, as it does for every user of `j power`.
 """
 
@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from harness import Entry, Round, Target
+from benchkit import Entry, Round, Target
 from jumpstarter_driver_power.client import PowerClient
 
 
