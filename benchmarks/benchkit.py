@@ -57,7 +57,8 @@ class Sizes:
     """How much each round measures: the full run's or `--quick`'s."""
 
     blocks: int
-    """Blocks per comparison per round: each block alternates the method and its baseline and gives one ratio."""
+    """Blocks per comparison per round: each block alternates the method and its baseline and gives one ratio.
+    The full run does one per round, and many rounds, so that a comparison's blocks are spread over the run."""
     calls: int
     """Unary calls of each side per block."""
     items: int
@@ -197,8 +198,8 @@ class Round:
         (A B, then B A: an ABBA order, so a load that grows or shrinks during the block hits both
         alike), each side's figure is the median of its `repeat` samples (a call that waited for a
         GIL switch or a descheduled thread does not count), and the block gives one ratio. A
-        target is judged on the median of those ratios over every block of every round, so a burst
-        of load spoils a few blocks, not the verdict; the inter-quartile range shows the spread.
+        target is judged on those ratios over every block of every round (spread over the whole
+        run), so a burst of load spoils a few blocks, not the verdict; see Target.verdict.
         """
         series = self.series(name, unit, higher_is_better)
         for _ in range(self.sizes.blocks):
