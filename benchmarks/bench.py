@@ -2,19 +2,26 @@
 
 Run from the repository root:
 
-    uv run python benchmarks/bench.py            # the full run (about a minute on 2 cores)
+    uv run python benchmarks/bench.py            # the full run (1-2 minutes on 2 cores)
     uv run python benchmarks/bench.py --quick    # one tiny round: proves the benchmark runs
 
-Every round measures each figure once in each mode, in the same order, so a noisy machine slows a
-figure and its baseline alike: targets are judged on the median of per-round ratios. Absolute
-numbers depend on the machine; the ratios are what to compare. Linux only: memory figures come
-from /proc.
+The framework baselines (baseline.py) need no example. Each example unit adds its measurements in
+`benchmarks/<unit>_bench.py` (the plugin interface is described in benchkit.py); this script finds
+them by name and names no unit. It prints the targets it will judge (a `TARGETS` line), a table of
+every figure, and last a `SUMMARY` line: PASS or FAIL per target, with a reason for each FAIL.
+
+Targets compare a method with the baseline of the same shape, measured in alternation in small
+blocks; each is judged on the median of its per-block ratios (benchkit.Round.pair says why), so
+verdicts hold on a loaded machine. Absolute numbers depend on the machine; compare ratios. Linux
+only: memory figures come from /proc.
 """
 
 from __future__ import annotations
 
 import argparse
-import hashlib
+import contextlib
+import importlib
+import json
 import os
 import secrets
 import signal
@@ -25,34 +32,152 @@ import sys
 import tempfile
 import threading
 import time
-from collections import defaultdict
 from collections.abc import Callable, Iterator
 from contextlib import ExitStack, contextmanager
+from dataclasses import dataclass
 from pathlib import Path
+from types import ModuleType
 
 # Jumpstarter draws a progress bar for every resource transfer unless TERM is "dumb"; child processes inherit it.
 os.environ["TERM"] = "dumb"
 HERE = Path(__file__).resolve().parent
-sys.path.insert(0, str(HERE))  # bench_driver, here and in the exporter process (PYTHONPATH below)
+ROOT = HERE.parent
+sys.path.insert(0, str(HERE))  # baseline, benchkit and the bench modules, here and in the exporter (PYTHONPATH below)
 
 from anyio.from_thread import start_blocking_portal  # noqa: E402
-from bench_driver import BenchClient, BenchDriver, usage  # noqa: E402
-from jumpstarter.client import client_from_path  # noqa: E402
+from baseline import BaselineClient  # noqa: E402
+from benchkit import Entry, Figures, MiB, Round, Series, Sizes, Target  # noqa: E402
+from jumpstarter.client import DriverClient, client_from_path  # noqa: E402
 from jumpstarter.common.utils import serve  # noqa: E402
+from jumpstarter.config.exporter import ExporterConfigV1Alpha1DriverInstance  # noqa: E402
 
-MiB = 1024 * 1024
-Samples = dict[str, list[float]]
+# One block of each comparison per round, many rounds: a comparison's blocks are spread over the whole run
+# instead of a few seconds, so a stretch of heavy load spoils some of them, not all (with 4 blocks in a row per
+# round, the exporter's save_random/naive went from 3.6x to 2.7x in one run of three: its three windows were
+# all busy ones).
+FULL = Sizes(blocks=1, calls=30, items=100, bytes=32 * MiB, latency=30, rss=256 * MiB, rss_runs=3)
+ROUNDS = 12
+QUICK = Sizes(blocks=1, calls=4, items=10, bytes=1 * MiB, latency=4, rss=8 * MiB, rss_runs=1)
+FRAMEWORK = "framework"
+"""The label of the figures and targets of the baselines themselves, which every run has."""
+
+
+@dataclass(frozen=True)
+class Unit:
+    """A source of drivers, measurements and targets: the framework itself, or one `*_bench.py` module."""
+
+    name: str
+    drivers: Callable[[Path], dict[str, Entry]]
+    measure: Callable[[Round], None]
+    once: Callable[[Round], None]
+    targets: list[Target]
+
+
+# The framework's own figures: the baselines against each other, for reading the examples' ratios.
+def framework_drivers(workdir: Path) -> dict[str, Entry]:
+    return {"baseline": {"type": "baseline.Baseline", "config": {}}}
+
+
+def framework_measure(run: Round) -> None:
+    base, size = run.baseline, run.sizes.bytes
+    run.compare("ping_sync/ping", base.ping_sync, base.ping)  # what running in a worker thread costs
+    run.compare("echo_log/echo", base.echo_log, base.echo)  # what one INFO line per call costs
+    run.compare("sink/ceiling", lambda: base.sink(size), lambda: base.drain(size), per="byte", amount=size)
+
+
+def framework_once(run: Round) -> None:
+    run.rss_growth("stream RSS growth", lambda: run.baseline.drain(run.sizes.rss))
+    run.rss_growth("resource RSS growth", lambda: run.baseline.sink(run.sizes.rss))
+
+
+# Judged in serve() only: through an exporter the receiving process's gRPC buffers what arrives while it waits for
+# a CPU (35-80 MiB per 256 MiB on a loaded machine, 10-23 MiB on a quiet one), which says how busy the machine
+# was, not how the framework streams. The exporter's figures are in the table; examples are judged against them.
+RSS_WHY = "memory grows with the size moved: something buffers the transfer instead of streaming it"
+FRAMEWORK_TARGETS = [
+    Target("stream RSS growth", "<", 32, RSS_WHY, modes=("serve",)),
+    Target("resource RSS growth", "<", 32, RSS_WHY, modes=("serve",)),
+]
+FRAMEWORK_UNIT = Unit(FRAMEWORK, framework_drivers, framework_measure, framework_once, FRAMEWORK_TARGETS)
+
+
+def discover() -> list[Unit]:
+    """The framework, then every `*_bench.py` module of this directory, in name order."""
+    units = [FRAMEWORK_UNIT]
+    for path in sorted(HERE.glob("*_bench.py")):
+        module: ModuleType = importlib.import_module(path.stem)
+        name = path.stem.removesuffix("_bench")
+        missing = [attr for attr in ("drivers", "measure", "TARGETS") if not hasattr(module, attr)]
+        if missing:
+            raise SystemExit(f"{path.name} does not provide {', '.join(missing)} (see benchkit.py)")
+        once = getattr(module, "once", lambda run: None)
+        units.append(Unit(name, module.drivers, module.measure, once, list(module.TARGETS)))
+    return units
+
+
+def client_modules() -> list[str]:
+    """The package's client modules (`client.py` at its top and in its subpackages): the ones `j` imports."""
+    modules = []
+    for package in sorted((ROOT / "src").glob("*/__init__.py")):
+        for path in sorted(package.parent.glob("**/client.py")):
+            parts = path.relative_to(ROOT / "src").with_suffix("").parts
+            modules.append(".".join(parts))
+    return modules
+
+
+IMPORT_CODE = """
+import importlib, sys, time
+start = time.perf_counter()
+import jumpstarter.client
+middle = time.perf_counter()
+importlib.import_module(sys.argv[1])
+print(middle - start, time.perf_counter() - start)
+"""
+
+
+def measure_import(module: str, figures: Figures) -> None:
+    """Import time of jumpstarter.client, and of `module` on top of it, in a fresh interpreter.
+
+    Both figures come from the same process (timed inside it), so the ratio measures what the
+    module adds, not the noise between two interpreters.
+    """
+    command = [sys.executable, "-c", IMPORT_CODE, module]
+    result = subprocess.run(command, check=True, capture_output=True, text=True)
+    base, total = (float(value) for value in result.stdout.split())
+    series = figures.setdefault(f"client import {module}", Series("s"))
+    series.method.append(total)
+    series.baseline.append(base)
+    series.relative.append(total / base)
+
+
+def entries(units: list[Unit], workdir: Path) -> dict[str, Entry]:
+    """Every unit's exporter config entries, for one mode."""
+    result: dict[str, Entry] = {}
+    for unit in units:
+        for name, entry in unit.drivers(workdir).items():
+            if name in result:
+                raise SystemExit(f"{unit.name}_bench.py: driver name {name!r} is used twice")
+            result[name] = entry
+    return result
 
 
 @contextmanager
-def exporter_client(workdir: Path, upload_dir: Path) -> Iterator[BenchClient]:
-    """Start `jmp run` on a free loopback port with BenchDriver, and connect a client to it."""
+def serve_tree(units: list[Unit], workdir: Path) -> Iterator[DriverClient]:
+    """serve() the units' drivers as one Composite, built from the same entries an exporter config has."""
+    tree = ExporterConfigV1Alpha1DriverInstance.model_validate({"children": entries(units, workdir)})
+    with serve(tree.instantiate()) as root:
+        yield root
+
+
+@contextmanager
+def exporter_tree(units: list[Unit], workdir: Path) -> Iterator[DriverClient]:
+    """Start `jmp run` on a free loopback port with the units' drivers, and connect a client to it."""
     config = workdir / "exporter.yaml"
+    export = "".join(f"  {name}: {json.dumps(entry)}\n" for name, entry in entries(units, workdir).items())
     config.write_text(
         "apiVersion: jumpstarter.dev/v1alpha1\nkind: ExporterConfig\n"
         "metadata: {namespace: default, name: bench}\nendpoint: ''\ntoken: ''\n"
-        f"export:\n  bench:\n    type: bench_driver.BenchDriver\n"
-        f"    config: {{device_id: bench-01, upload_dir: '{upload_dir}'}}\n"
+        f"export:\n{export}"
     )
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -64,13 +189,15 @@ def exporter_client(workdir: Path, upload_dir: Path) -> Iterator[BenchClient]:
     command = [str(jmp), "run", "--exporter-config", str(config), "--tls-grpc-listener", f"127.0.0.1:{port}"]
     command += ["--tls-grpc-insecure", "--passphrase", passphrase]
     env = os.environ | {"PYTHONPATH": os.pathsep.join([str(HERE), os.environ.get("PYTHONPATH", "")])}
-    log = (workdir / "exporter.log").open("wb")
+    log_path = workdir / "exporter.log"
+    log = log_path.open("wb")
     process = subprocess.Popen(command, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+    EXPORTERS.append(process)
     try:
         deadline = time.monotonic() + 60
         while True:  # the exporter imports for a few seconds before it listens
             if process.poll() is not None:
-                raise RuntimeError(f"exporter exited: {(workdir / 'exporter.log').read_text()}")
+                raise RuntimeError(f"exporter exited: {log_path.read_text()}")
             try:
                 socket.create_connection(("127.0.0.1", port), timeout=1).close()
                 break
@@ -84,308 +211,160 @@ def exporter_client(workdir: Path, upload_dir: Path) -> Iterator[BenchClient]:
                 f"127.0.0.1:{port}", portal, stack, allow=[], unsafe=True, insecure=True, passphrase=passphrase
             )
             with portal.wrap_async_context_manager(connect) as root:
-                yield root.children["bench"]
+                yield root
     finally:
         # `jmp run` forwards SIGTERM to the exporter it forked (its own process group), then exits.
         process.terminate()
         try:
             process.wait(timeout=15)
         except subprocess.TimeoutExpired:
-            process.kill()
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(process.pid, signal.SIGKILL)  # jmp run and the exporter it forked
             process.wait(timeout=5)
         log.close()
 
 
-def mb_per_s(function: Callable[[], object], size: int) -> float:
-    start = time.perf_counter()
-    function()
-    return size / (time.perf_counter() - start) / 1e6
+EXPORTERS: list[subprocess.Popen[bytes]] = []
+"""The `jmp run` processes started, each the leader of its own process group (with the exporter it forks)."""
 
 
-def latencies(function: Callable[[], object], calls: int) -> list[float]:
-    """Microseconds of each call."""
-    result = []
-    for _ in range(calls):
-        start = time.perf_counter()
-        function()
-        result.append((time.perf_counter() - start) * 1e6)
-    return result
+def on_sigterm(signum: int, frame: object) -> None:
+    """Unwind, which stops the exporter; if the unwinding is stuck, kill the exporters and leave after 20 s."""
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)  # `uv run` forwards the SIGTERM it got too: unwind once
+    threading.Thread(target=force_exit, args=(128 + signum,), daemon=True).start()
+    sys.exit(128 + signum)
 
 
-def busy_latency(client: BenchClient, calls: int) -> float:
-    """Median latency (us) of `ping` from this thread while the random stream runs at full speed in the loop."""
-    started, stop = threading.Event(), threading.Event()
-    reader = threading.Thread(target=client.stream_until, args=("random_stream", started, stop))
-    reader.start()
-    try:
-        if not started.wait(30):
-            raise RuntimeError("the stream did not start")
-        return statistics.median(latencies(client.ping, calls))
-    finally:
-        stop.set()
-        reader.join(30)
-
-
-IMPORT_CODE = """
-import time
-start = time.perf_counter()
-import jumpstarter.client
-middle = time.perf_counter()
-import jumpstarter_driver_template.custom.client
-print(middle - start, time.perf_counter() - start)
-"""
-
-
-def measure_imports(out: Samples) -> None:
-    """Import time of jumpstarter.client, and of this package's client module on top of it, in a fresh interpreter.
-
-    Both figures come from the same process (timed inside it), so the ratio measures what the
-    package's module adds, not the noise between two interpreters.
-    """
-    result = subprocess.run([sys.executable, "-c", IMPORT_CODE], check=True, capture_output=True, text=True)
-    base, total = (float(value) for value in result.stdout.split())
-    out["import jumpstarter.client s"].append(base)
-    out["import driver client s"].append(total)
-
-
-def measure_round(client: BenchClient, mode: str, sizes: dict[str, int], source: Path, out: Samples) -> None:
-    """One round of every figure for one mode, recorded under `out[f"{mode} {figure}"]`."""
-
-    def record(name: str, value: float) -> None:
-        out[f"{mode} {name}"].append(value)
-
-    def cpu() -> float:
-        """CPU seconds of every process involved: this one, and the exporter when it is another."""
-        return usage()["cpu"] + (client.usage()["cpu"] if mode == "exporter" else 0.0)
-
-    def transfer(name: str, move: Callable[[], object], size: int) -> None:
-        before = cpu()
-        start = time.perf_counter()
-        move()
-        elapsed = time.perf_counter() - start
-        record(f"{name} MB/s", size / elapsed / 1e6)
-        record(f"{name} CPU ms/MB", (cpu() - before) * 1e3 / (size / 1e6))
-
-    # Unary calls, interleaved in small blocks so that a burst of load hits every method alike. The median
-    # call ignores the rare call that waited a whole GIL switch interval (5 ms) behind another thread.
-    unary = {
-        "ping us": client.ping,
-        "ping_sync us": client.ping_sync,
-        "configure us": lambda: client.configure("bench", 3),
-        "echo_settings us": client.echo_settings,
-        "state us": client.state,
-        "echo_state us": client.echo_state,
-        "slow_task(0) us": lambda: client.slow_task(0),
-    }
-    blocks = 10
-    calls: dict[str, list[float]] = {name: [] for name in unary}
-    for _ in range(blocks):
-        for name, function in unary.items():
-            calls[name] += latencies(function, max(1, sizes["calls"] // blocks))
-    for name, values in calls.items():
-        record(name, statistics.median(values))
-
-    items = sizes["items"]
-    for name, iterate in [
-        ("count items/s", lambda: client.count(items)),
-        ("slow_generator items/s", lambda: sum(1 for _ in client.slow_generator(items, 0))),
-    ]:
-        record(name, items / latencies(iterate, 1)[0] * 1e6)
-
-    size = sizes["bytes"]
-    transfer("ceiling", lambda: client.drain("constant_stream", size), size)
-    transfer("fast save_random", lambda: client.save_random(os.devnull, size), size)
-    transfer("naive 64KiB", lambda: client.naive_read("random_stream_64k", size // 4), size // 4)
-    transfer("naive 256KiB", lambda: client.naive_read("random_stream", size // 4), size // 4)
-    transfer("upload", lambda: client.upload(source, "bench.bin"), size)
-    transfer("upload to sink", lambda: client.upload_sink(source), size)
-
-    n = sizes["latency"]
-    record("idle ping latency us", statistics.median(client.ping_latencies(n)) * 1e6)
-    record("busy ping latency us", statistics.median(client.ping_latencies(n, "random_stream")) * 1e6)
-    record("idle ping latency, other thread us", statistics.median(latencies(client.ping, n)))
-    record("busy ping latency, other thread us", busy_latency(client, n))
-
-
-def sha256_ms_per_mb(source: Path) -> float:
-    """CPU cost of hashing fresh data, which an upload does twice (client and driver)."""
-    data = source.read_bytes()
-    start = time.process_time()
-    hashlib.sha256(data)
-    return (time.process_time() - start) * 1e3 / (len(data) / 1e6)
-
-
-def rss_growth(client: BenchClient, mode: str, source: Path, size: int, out: Samples) -> None:
-    """Peak resident memory growth in MiB, per process, while moving `size` bytes each way."""
-    for name, move in [
-        ("save_random", lambda: client.save_random(os.devnull, size)),
-        ("upload", lambda: client.upload(source, "rss.bin")),
-    ]:
-        local, remote = usage(reset=True), client.usage(reset=True)
-        move()
-        local_after, remote_after = usage(), client.usage()
-        if mode == "serve":  # driver and client share this process
-            out[f"serve {name} RSS growth MiB"].append((local_after["VmHWM"] - local["VmRSS"]) / 1024)
-        else:
-            out[f"{mode} {name} client RSS growth MiB"].append((local_after["VmHWM"] - local["VmRSS"]) / 1024)
-            out[f"{mode} {name} exporter RSS growth MiB"].append((remote_after["VmHWM"] - remote["VmRSS"]) / 1024)
-
-
-def ratios(samples: Samples, numerator: str, denominator: str) -> list[float]:
-    """Per-round ratios of two figures measured in the same rounds."""
-    return [a / b for a, b in zip(samples[numerator], samples[denominator], strict=True)]
+def force_exit(status: int) -> None:
+    time.sleep(20)  # the unwinding takes a few seconds; a caller may send SIGKILL after 30 (tests/bench_test.py)
+    for process in EXPORTERS:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(process.pid, signal.SIGKILL)  # jmp run and the exporter it forked
+    os._exit(status)
 
 
 def number(value: float) -> str:
     return f"{value:,.0f}" if abs(value) >= 100 else f"{value:.3g}"
 
 
-def print_table(rows: dict[str, list[float]]) -> None:
-    width = max(len(name) for name in rows)
-    print(f"{'figure':<{width}}  {'min':>9}  {'median':>9}  {'max':>9}")
-    for name, values in rows.items():
-        low, middle, high = (number(v) for v in (min(values), statistics.median(values), max(values)))
-        print(f"{name:<{width}}  {low:>9}  {middle:>9}  {high:>9}")
+def print_table(figures: Figures) -> None:
+    """One row per series: the method's and the baseline's medians, and the median and IQR of the judged samples."""
+    width = max(len(name) for name in figures)
+    print(f"{'figure':<{width}}  {'unit':>7}  {'method':>8}  {'baseline':>8}  {'ratio':>6}  {'IQR':>11}  {'n':>3}")
+    # "ratio" is method/baseline per block (or method - baseline for memory growth); n: blocks (or samples).
+    for name, series in figures.items():
+        method = number(statistics.median(series.method))
+        low, high = series.quartiles
+        if series.baseline and series.relation == "difference":
+            baseline, ratio = number(statistics.median(series.baseline)), f"{series.median:+.1f}"
+            spread = f"{low:+.1f} to {high:+.1f}"
+        elif series.baseline:
+            baseline, ratio = number(statistics.median(series.baseline)), f"{series.median:.2f}x"
+            spread = f"{low:.2f}-{high:.2f}"
+        else:
+            baseline, ratio, spread = "", "", f"{number(low)}-{number(high)}"
+        n = len(series.judged)
+        print(f"{name:<{width}}  {series.unit:>7}  {method:>8}  {baseline:>8}  {ratio:>6}  {spread:>11}  {n:>3}")
+
+
+Judged = tuple[str, Target, str, str]
+"""A target's label, the target, its unit's label and its mode ("" for a mode-less target)."""
 
 
 def main() -> None:
     # A SIGTERM (a test's timeout, a CI job cancelled) unwinds normally, so the exporter is stopped too.
-    signal.signal(signal.SIGTERM, lambda *_: sys.exit(128 + signal.SIGTERM))
+    signal.signal(signal.SIGTERM, on_sigterm)
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--quick", action="store_true", help="one tiny round, to check the benchmark runs")
-    parser.add_argument("--rounds", type=int, default=5, help="rounds of every figure (default: 5)")
+    parser.add_argument("--rounds", type=int, default=ROUNDS, help=f"rounds of every figure (default: {ROUNDS})")
     args = parser.parse_args()
-    rounds = 1 if args.quick else args.rounds
-    sizes = (
-        {"calls": 20, "items": 100, "bytes": 4 * MiB, "latency": 10, "rss": 16 * MiB}
-        if args.quick
-        else {"calls": 200, "items": 2000, "bytes": 64 * MiB, "latency": 100, "rss": 256 * MiB}
-    )
+    rounds, sizes = (1, QUICK) if args.quick else (args.rounds, FULL)
     started = time.monotonic()
-    samples: Samples = defaultdict(list)
+    units = discover()
+    modes = ("serve", "exporter")
+    imports = client_modules()
+
+    # Every target this run judges, announced before measuring: the SUMMARY line has a verdict for each.
+    judged: list[Judged] = []
+    for mode in modes:
+        for unit in units:
+            for target in unit.targets:
+                if mode in target.modes:
+                    judged.append((f"{mode} {unit.name} {target.name}", target, unit.name, mode))
+    import_why = "importing the client module costs more than 5% on top of jumpstarter.client: `j` starts slower"
+    for module in imports:
+        judged.append((f"client import {module}", Target(module, "<=", 1.05, import_why), "", ""))
+    print("TARGETS " + "; ".join(label for label, *_ in judged), flush=True)
+
+    figures: Figures = {}
     # tmpfs when there is one: the upload figures measure the transport, not this machine's disk.
     scratch = "/dev/shm" if Path("/dev/shm").is_dir() else None
-    with tempfile.TemporaryDirectory(dir=scratch, prefix="jumpstarter-bench-") as tmp:
+    with tempfile.TemporaryDirectory(dir=scratch, prefix="jumpstarter-bench-") as tmp, ExitStack() as stack:
         workdir = Path(tmp)
-        source = workdir / "source.bin"
-        upload_dir = workdir / "uploads"
-        with source.open("wb") as file:
-            file.write(os.urandom(sizes["bytes"]))
-        with (
-            serve(BenchDriver(device_id="bench-01", upload_dir=str(upload_dir / "serve"))) as local,
-            exporter_client(workdir, upload_dir / "exporter") as remote,
-        ):
-            clients = {"serve": local, "exporter": remote}
-            for client in clients.values():  # warm up connections, caches and the random pool
-                measure_round(client, "warmup", {k: max(1, v // 16) for k, v in sizes.items()}, source, samples)
-            for _ in range(rounds):
-                measure_imports(samples)
-                samples["sha256 CPU ms/MB"].append(sha256_ms_per_mb(source))
-                for mode, client in clients.items():
-                    measure_round(client, mode, sizes, source, samples)
-            rss_source = workdir / "rss.bin"
-            with rss_source.open("wb") as file:
-                file.truncate(sizes["rss"])  # sparse: reading it costs no memory
-            for mode, client in clients.items():
-                rss_growth(client, mode, rss_source, sizes["rss"], samples)
-    rows = {name: values for name, values in samples.items() if not name.startswith("warmup")}
-    median = {name: statistics.median(values) for name, values in rows.items()}
+        trees = {}
+        for mode, tree in (("serve", serve_tree), ("exporter", exporter_tree)):
+            (workdir / mode).mkdir()
+            trees[mode] = stack.enter_context(tree(units, workdir / mode))
 
-    def ratio(numerator: str, denominator: str) -> list[float]:
-        return ratios(rows, numerator, denominator)
+        def run(mode: str, unit: Unit, sizes: Sizes, figures: Figures) -> Round:
+            root = trees[mode]
+            baseline = root.children["baseline"]
+            assert isinstance(baseline, BaselineClient)
+            return Round(mode, unit.name, root.children, baseline, sizes, workdir / mode, figures)
 
-    def why_upload(mode: str) -> str:
-        sink = statistics.median(ratio(f"{mode} upload to sink MB/s", f"{mode} ceiling MB/s"))
-        of_sink = statistics.median(ratio(f"{mode} upload MB/s", f"{mode} upload to sink MB/s"))
-        cpu = {name: median[f"{mode} {name} CPU ms/MB"] for name in ("upload", "upload to sink", "ceiling")}
-        cause = "the framework's resource path caps it" if sink < 0.5 else "reading, hashing and writing cost it"
-        return (
-            f"{cause}: an upload to a do-nothing sink reaches {sink:.2f}x "
-            f"the ceiling, and the example's upload {of_sink:.2f}x that sink; CPU-bound here, upload costs "
-            f"{cpu['upload']:.2f} CPU ms/MB (sink {cpu['upload to sink']:.2f}, ceiling {cpu['ceiling']:.2f}), "
-            f"sha256 {median['sha256 CPU ms/MB']:.2f} ms/MB on each end"
-        )
+        warmup = Sizes(**{k: max(1, v // 8) for k, v in sizes.__dict__.items()} | {"blocks": 1, "rss_runs": 1})
+        for mode in modes:  # warm up connections, caches, pools; figures thrown away
+            for unit in units:
+                unit.measure(run(mode, unit, warmup, {}))
+        for round_number in range(rounds):
+            if round_number % max(1, rounds // 3) == 0:  # three samples are plenty: they hardly vary
+                for module in imports:
+                    measure_import(module, figures)
+            # The modes take turns going first, so neither always follows the other's heaviest transfers.
+            for mode in modes if round_number % 2 == 0 else modes[::-1]:
+                for unit in units:
+                    unit.measure(run(mode, unit, sizes, figures))
+        for mode in modes:
+            for unit in units:
+                unit.once(run(mode, unit, sizes, figures))
 
-    def why_payload(mode: str, method: str, echo: str) -> str:
-        framework = statistics.median(ratio(f"{mode} {echo} us", f"{mode} ping_sync us"))
-        own = statistics.median(ratio(f"{mode} {method} us", f"{mode} {echo} us"))
-        return (
-            f"its arguments and result cost {framework:.2f}x ping_sync in the framework's encoding alone "
-            f"({echo}, same values, no logic); {method}'s own checks, model and log are {own:.2f}x that"
-        )
-
-    # Targets, on the median of paired per-round ratios: label, numerator, denominator, op, bound, reason.
-    Target = tuple[str, str, str, str, float, Callable[[], str] | None]
-    targets: list[Target] = []
-    for mode in clients:
-        targets += [
-            (f"{mode} fast/naive64K", f"{mode} fast save_random MB/s", f"{mode} naive 64KiB MB/s", ">=", 3.0, None),
-            (f"{mode} fast/ceiling", f"{mode} fast save_random MB/s", f"{mode} ceiling MB/s", ">=", 0.7, None),
-            (
-                f"{mode} upload/ceiling",
-                f"{mode} upload MB/s",
-                f"{mode} ceiling MB/s",
-                ">=",
-                0.5,
-                lambda mode=mode: why_upload(mode),
-            ),
-            (f"{mode} busy/idle", f"{mode} busy ping latency us", f"{mode} idle ping latency us", "<=", 3.0, None),
-            # Sync methods run in a worker thread: compared with the sync baseline, they measure the method.
-            (
-                f"{mode} configure/ping_sync",
-                f"{mode} configure us",
-                f"{mode} ping_sync us",
-                "<=",
-                1.1,
-                lambda mode=mode: why_payload(mode, "configure", "echo_settings"),
-            ),
-            (
-                f"{mode} state/ping_sync",
-                f"{mode} state us",
-                f"{mode} ping_sync us",
-                "<=",
-                1.1,
-                lambda mode=mode: why_payload(mode, "state", "echo_state"),
-            ),
-            (f"{mode} slow_task/ping", f"{mode} slow_task(0) us", f"{mode} ping us", "<=", 1.1, None),
-        ]
-    targets.append(("client import", "import driver client s", "import jumpstarter.client s", "<=", 1.05, None))
-    info = []
-    for mode in clients:
-        info += [
-            (f"{mode} configure/ping(async)", f"{mode} configure us", f"{mode} ping us"),
-            (f"{mode} configure/echo_settings", f"{mode} configure us", f"{mode} echo_settings us"),
-            (f"{mode} state/echo_state", f"{mode} state us", f"{mode} echo_state us"),
-            (f"{mode} slow_generator/count", f"{mode} slow_generator items/s", f"{mode} count items/s"),
-            (f"{mode} sink/ceiling", f"{mode} upload to sink MB/s", f"{mode} ceiling MB/s"),
-            (f"{mode} upload/sink", f"{mode} upload MB/s", f"{mode} upload to sink MB/s"),
-            (f"{mode} naive256K/ceiling", f"{mode} naive 256KiB MB/s", f"{mode} ceiling MB/s"),
-            (
-                f"{mode} busy/idle, other thread",
-                f"{mode} busy ping latency, other thread us",
-                f"{mode} idle ping latency, other thread us",
-            ),
-        ]
-    for label, numerator, denominator, *_ in targets:
-        rows[f"ratio {label}"] = ratio(numerator, denominator)
-    for label, numerator, denominator in info:
-        rows[f"ratio {label}"] = ratio(numerator, denominator)
-
-    print_table(rows)
-    print(f"({rounds} rounds, {time.monotonic() - started:.0f} s; medians of per-round ratios below)")
+    print_table(figures)
+    blocks = rounds * sizes.blocks
+    print(f"({rounds} rounds, {blocks} blocks per comparison, {time.monotonic() - started:.0f} s)")
 
     verdicts = []
-    for label, numerator, denominator, op, bound, reason in targets:
-        value = statistics.median(ratio(numerator, denominator))
-        if value >= bound if op == ">=" else value <= bound:
-            verdicts.append(f"{label} {value:.2f}x ({op}{bound:g} PASS)")
+    for label, target, unit_name, mode in judged:
+        key = f"{mode} {unit_name} {target.name}" if mode else label
+        series = figures.get(key)
+        if series is None:
+            verdicts.append(f"{label}: no figure (FAIL: nothing recorded {target.name!r})")
+            continue
+        value, (low, high) = series.median, series.quartiles
+        if series.baseline and series.relation == "difference":
+            shown = f"{value:+.1f} {series.unit} [IQR {low:+.1f} to {high:+.1f}]"
+        elif series.baseline:
+            shown = f"{value:.2f}x [IQR {low:.2f}-{high:.2f}]"
         else:
-            why = reason() if reason else f"{median[numerator]:.3g} vs {median[denominator]:.3g}"
-            verdicts.append(f"{label} {value:.2f}x ({op}{bound:g} FAIL: {why})")
-    rss = {name: max(values) for name, values in rows.items() if name.endswith("RSS growth MiB")}
-    worst = max(rss, key=rss.__getitem__)
-    verdict = "PASS" if rss[worst] < 32 else f"FAIL: {worst}"
-    verdicts.append(f"peak RSS growth per process for {sizes['rss'] // MiB} MiB {rss[worst]:.1f} MiB (<32 {verdict})")
+            shown = f"{value:.1f} {series.unit} [IQR {low:.1f}-{high:.1f}]"
+        passed, within_spread = target.verdict(series)
+        if passed:
+            note = ", within the spread" if within_spread else ""
+            verdicts.append(f"{label}: {shown} ({target.op}{target.bound:g} PASS{note})")
+            continue
+        reason = target.why
+        if series.baseline:
+            reason += (
+                f"; method {number(statistics.median(series.method))} vs baseline "
+                f"{number(statistics.median(series.baseline))} {series.unit}"
+            )
+        if target.explain is not None:
+
+            def lookup(name: str, mode: str = mode, unit_name: str = unit_name) -> Series:
+                return figures[f"{mode} {unit_name} {name}"]
+
+            reason += "; " + target.explain(lookup)
+        # "; " separates verdicts: a reason uses commas.
+        verdicts.append(f"{label}: {shown} ({target.op}{target.bound:g} FAIL: {reason.replace(';', ',')})")
     print("SUMMARY " + "; ".join(verdicts))
 
 
