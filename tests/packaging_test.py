@@ -331,14 +331,34 @@ print(json.dumps(found))
         assert client == client_path
 
 
-def test_client_module_does_not_import_the_driver_module(
+def test_client_modules_do_not_import_driver_modules(
     installed: tuple[Path, dict[str, str], subprocess.CompletedProcess[str]],
 ) -> None:
-    """Importing the client leaves the driver module unloaded: clients install where exporter deps are missing."""
+    """Importing a client leaves every driver module unloaded: clients install where exporter deps are missing."""
     venv, _, result = installed
     assert result.returncode == 0, result.stderr
-    script = f"import sys, {PACKAGE}.client; print('{PACKAGE}.driver' in sys.modules)"
-    assert _run(venv / "bin" / "python", "-c", script).stdout.strip() == "False"
+    script = f"""
+import importlib, importlib.metadata, json, sys
+clients = set()
+for ep in importlib.metadata.entry_points(group="jumpstarter.drivers"):
+    if ep.value.startswith("{PACKAGE}."):
+        clients.add(ep.load().client().rpartition(".")[0])
+drivers = {{
+    ep.value.partition(":")[0]
+    for ep in importlib.metadata.entry_points(group="jumpstarter.drivers")
+    if ep.value.startswith("{PACKAGE}.")
+}}
+found = {{}}
+for client in sorted(c for c in clients if c.startswith("{PACKAGE}.")):
+    for module in [m for m in sys.modules if m.startswith("{PACKAGE}")]:
+        del sys.modules[module]
+    importlib.import_module(client)
+    found[client] = sorted(d for d in drivers if d in sys.modules)
+print(json.dumps(found))
+"""
+    found = json.loads(_run(venv / "bin" / "python", "-c", script).stdout)
+    assert found, "no client module of this package found through the entry points"
+    assert found == {client: [] for client in found}
 
 
 def test_install_installs_third_party_dependencies(image_venv: Path, tmp_path: Path) -> None:
