@@ -12,15 +12,6 @@ from jumpstarter_driver_template.storage.common import StorageState
 
 MiB = 1024 * 1024
 
-# The CLI of jumpstarter-driver-opendal 0.9 has no write-local-file (it is registered wrongly): inside
-# `jmp shell`, the client API reaches it, through the shell's environment.
-WRITE_LOCAL_FILE = """python -c '
-import sys
-from jumpstarter.utils.env import env
-with env() as client:
-    client.storage.write_local_file(sys.argv[1])
-' """
-
 
 def sha256(path: Path) -> str:
     """The hex digest of a file."""
@@ -29,18 +20,19 @@ def sha256(path: Path) -> str:
 
 def state(client) -> StorageState:
     """The storage driver's state, read through its extra `state` call."""
-    return StorageState.model_validate(client.storage.call("state"))
+    return client.storage.state()
 
 
 def test_storage_commands_in_local_mode(tmp_path: Path):
-    """host, a local file written through the client API, dut, dump and flash, in one `jmp shell` session."""
+    """host, write-local-file, state, dut, dump and flash, in one `jmp shell` session."""
     config = write_config(tmp_path, {"storage": {"size": MiB}})  # the card: tmp_path/card.img
     image, other = tmp_path / "image.img", tmp_path / "other.img"
     image.write_bytes(os.urandom(MiB))
     other.write_bytes(os.urandom(MiB))
     script = f"""
         j storage host
-        {WRITE_LOCAL_FILE} {image.name}
+        j storage write-local-file {image.name}
+        j storage state
         j storage dut
         j storage dump dump.img
         j storage flash {other.name}
@@ -49,6 +41,7 @@ def test_storage_commands_in_local_mode(tmp_path: Path):
     out = local_shell(config, script)
     assert sha256(tmp_path / "dump.img") == sha256(image)
     assert sha256(tmp_path / "card.img") == sha256(other)
+    assert f"side=host image=complete written={MiB}" in out
     assert f"wrote {MiB} bytes to card.img, synced" in out  # the driver's log reaches the shell
     assert "an http(s) URL the exporter downloads" in " ".join(out.split())  # flash's help, from methods_description
 

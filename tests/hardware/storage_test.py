@@ -15,11 +15,11 @@ MiB = 1024 * 1024
 
 def state(client) -> StorageState:
     """The card's state: an extra call of this driver, which upstream's client has no method for."""
-    return StorageState.model_validate(client.storage.call("state"))
+    return client.storage.state()
 
 
 class TestStorage(JumpstarterTest):
-    """The exporter's `storage` driver, as `client.storage` (upstream's StorageMuxFlasherClient)."""
+    """The exporter's `storage` driver, as `client.storage` (upstream's StorageMuxFlasherClient, plus `state`)."""
 
     selector = "board=my-bench"  # the exporter labels to lease when run through a controller
 

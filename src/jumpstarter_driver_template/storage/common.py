@@ -1,8 +1,7 @@
 """What a client can read about the card: `state()`'s result, shared by the driver and whoever reads it.
 
-Upstream's `StorageMuxFlasherClient` has no method for it: read it with `client.call("state")`, which
-returns a plain dict (results cross gRPC as protobuf Values), and validate it back into the model:
-`StorageState.model_validate(client.storage.call("state"))`.
+Upstream's `StorageMuxFlasherClient` has no method for it: `ExampleStorageMuxClient.state()` (client.py)
+reads it; the result crosses gRPC as a plain dict and is validated back into this model.
 
 Keep this module light: it is imported where only a client is installed.
 """

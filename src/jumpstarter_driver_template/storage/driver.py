@@ -88,10 +88,14 @@ class ExampleStorageMux(StorageMuxFlasherInterface, Driver):
             _create_card(Path(self.card), self.size)  # fail when the exporter starts, not at the first flash
             self._card_size = self.size
 
-    # No `client()` here: StorageMuxFlasherInterface.client() names upstream's StorageMuxFlasherClient.
+    # Upstream's client, subclassed: it adds `state` (and fixes a missing `j` command). A client with
+    # upstream's client alone can still use every method of the interface.
+    @classmethod
+    def client(cls) -> str:
+        """Import path of the client class: the client side loads it by this name."""
+        return "jumpstarter_driver_template.storage.client.ExampleStorageMuxClient"
 
-    # Upstream's client has no call for the state: read it with `client.call("state")`. An extra
-    # exported method is fine on a standard interface; it just has no `j` command.
+    # An extra exported method on a standard interface: what the interface cannot tell.
     @export
     @validate
     async def state(self) -> StorageState:

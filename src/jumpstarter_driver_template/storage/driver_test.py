@@ -38,7 +38,7 @@ def sha256(data: bytes) -> str:
 
 def state(client) -> StorageState:
     """The driver's state: an extra exported call that upstream's client has no method for."""
-    return StorageState.model_validate(client.call("state"))
+    return client.state()
 
 
 def wait_until(condition, seconds: float = 10, what: str = "condition"):
@@ -367,11 +367,17 @@ def test_existing_card_of_another_size_is_refused(card):
         ExampleStorageMux(card=str(card), size=CARD)
 
 
-def test_cli_offers_upstreams_commands():
-    """`j storage` has upstream's commands; write-local-file is missing (upstream 0.9 registers it wrongly)."""
-    with serve(ExampleStorageMux(card="unused.img")) as storage:
-        assert sorted(storage.cli().commands) == ["dump", "dut", "flash", "host", "off"]
+def test_cli_offers_upstreams_commands_state_and_write_local_file(card, tmp_path):
+    """`j storage` has upstream's commands, plus `state` and `write-local-file` (upstream 0.9 registers it wrongly)."""
+    image = tmp_path / "image.img"
+    image.write_bytes(b"kernel" * 1000)
+    with serve(ExampleStorageMux(card=str(card), size=CARD)) as storage:
+        assert sorted(storage.cli().commands) == ["dump", "dut", "flash", "host", "off", "state", "write-local-file"]
+        assert run(storage, "state") == "side=off image=unknown written=0\n"
         assert run(storage, "host") == ""
+        assert run(storage, "write-local-file", str(image)) == ""
+        assert run(storage, "state") == f"side=host image=complete written={6000}\n"
+        assert card.read_bytes()[:6000] == image.read_bytes()
         assert run(storage, "off") == ""
 
 
