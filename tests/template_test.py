@@ -598,3 +598,19 @@ def test_wheel_of_a_copy_holds_only_its_package(copies: dict[str, Future[Copy]])
     with zipfile.ZipFile(wheel) as archive:
         names = archive.namelist()
     assert all(name.startswith((f"{package(copy.name)}/", f"{package(copy.name)}-")) for name in names), names
+
+
+@pytest.mark.parametrize("unit", [unit for unit in EXAMPLES if unit != "skeleton"])
+def test_each_example_doc_says_how_to_drop_it(unit: str):
+    """An example's doc lists everything its unit owns, so an author can drop it by hand after the rename."""
+    section = (ROOT / "docs" / f"{unit}.md").read_text().partition("## Dropping this example")[2]
+    assert section, f"docs/{unit}.md has no 'Dropping this example' section"
+    text = " ".join(section.split())
+    owned = [path for path in rename_script["UNITS"][unit][0].split() if (ROOT / path).exists()]
+    missing = [path for path in owned if path != f"docs/{unit}.md" and f"`{path}`" not in text]
+    block = rf"unit:(?:[a-z_]+,)*{unit}(?:,[a-z_]+)*:start(.*?)unit:(?:[a-z_,]+):end"
+    pyproject = "".join(re.findall(block, (ROOT / "pyproject.toml").read_text(), re.S))
+    missing += [name for name in re.findall(r"^(\w+) = ", pyproject, re.M) if f"`{name}`" not in text]
+    exporter = "".join(re.findall(block, (ROOT / "examples" / "exporter.yaml").read_text(), re.S))
+    missing += [f"{key}:" for key in re.findall(r"^  (\w[\w-]*):", exporter, re.M) if f"`{key}:`" not in text]
+    assert missing == [], f"docs/{unit}.md does not say to remove {missing}"
