@@ -226,7 +226,7 @@ def validate_name(raw: str) -> str:
 
 def select_units(examples: str | None) -> list[str]:
     """The units to keep: the examples named (default: all of them) and what they need; exit 2 on an unknown one."""
-    chosen = list(EXAMPLES) if examples is None else [unit.strip() for unit in examples.split(",") if unit.strip()]
+    chosen = chosen_examples(examples)
     unknown = [unit for unit in chosen if unit not in EXAMPLES]
     if unknown or not chosen:
         problem = f"unknown example unit {', '.join(map(repr, unknown))}" if unknown else "no example unit chosen"
@@ -239,6 +239,11 @@ def select_units(examples: str | None) -> list[str]:
             keep.append(unit)
             pending += UNITS[unit][1].split()
     return [unit for unit in UNITS if unit in keep]  # in manifest order
+
+
+def chosen_examples(examples: str | None) -> list[str]:
+    """The example units named on the command line (default: all of them), as given."""
+    return list(EXAMPLES) if examples is None else [unit.strip() for unit in examples.split(",") if unit.strip()]
 
 
 def unit_paths(unit: str) -> list[str]:
@@ -681,7 +686,8 @@ def main(argv: list[str] | None = None) -> int:
             "author_email": args.author_email,
             "author_name": args.author_name,
             "description": args.description or DEFAULT_DESCRIPTION.format(name=new.name),
-            "examples": [unit for unit in keep if unit in EXAMPLES],
+            # What the author chose (copier records its answer so), not the units it needs too.
+            "examples": [unit for unit in EXAMPLES if unit in chosen_examples(args.examples)],
             "name": new.name,
         }
         plan = make_plan(new, keep, files, answers)
