@@ -95,7 +95,11 @@ async def _end_group(process: Process) -> None:
             await process.wait()  # reap the command itself
             while _group_alive(process.pid):  # children it left behind may take a moment to exit
                 await anyio.sleep(0.05)
-        _signal_group(process.pid, signal.SIGKILL)
+        if _signal_group(process.pid, signal.SIGKILL):
+            # SIGKILL is delivered when the process next runs: on a loaded machine, a moment after kill().
+            with anyio.move_on_after(GRACE):
+                while _group_alive(process.pid):
+                    await anyio.sleep(0.01)
     await process.wait()
     await process.aclose()
 
