@@ -82,7 +82,8 @@ def drivers(workdir: Path) -> dict[str, Entry]:
     """ExampleDevice driving the run's simulator, at its address (`host`/`port`, as for a real instrument)."""
     if not SIMULATOR:
         SIMULATOR.append(Simulator())
-    driver = "jumpstarter_driver_template.device.driver.ExampleDevice"  # one line: the rename makes it longer
+    # One name per line: the rename makes it longer.
+    driver = "jumpstarter_driver_template.device.driver.ExampleDevice"
     return {"device": {"type": driver, "config": {"host": "127.0.0.1", "port": SIMULATOR[0].port}}}
 
 
