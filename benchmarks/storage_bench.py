@@ -1,10 +1,11 @@
 """The storage unit's benchmark: ExampleStorageMux's `write` through upstream's client, against two other writes.
 
 Plugin interface: benchkit.py. Every write goes through upstream's `StorageMuxFlasherClient.write_local_file`
-(what `flash` does between its switches), which sends 64 KiB messages: that client is the ceiling, measured
-by a do-nothing `write` through it (NullStorageMux, here). Upstream's own `MockStorageMuxFlasher` is the
-other reference: it writes each message in a worker-thread hop of its own. The exporter imports
-`storage_bench.NullStorageMux` and `storage_bench.UpstreamMock` (benchmarks/ is on its path).
+(what `flash` does between its switches; the example's own client inherits it unchanged), which sends 64 KiB
+messages: that client is the ceiling, measured by a do-nothing `write` through it (NullStorageMux, here).
+Upstream's own `MockStorageMuxFlasher` is the other reference: it writes each message in a worker-thread hop
+of its own. The exporter imports `storage_bench.NullStorageMux` and `storage_bench.UpstreamMock` (benchmarks/
+is on its path).
 """
 
 from __future__ import annotations
