@@ -2,7 +2,7 @@
 
 Run from the repository root:
 
-    uv run python benchmarks/bench.py            # the full run (1-2 minutes on 2 cores)
+    uv run python benchmarks/bench.py            # the full run (1-3 minutes on 2 cores)
     uv run python benchmarks/bench.py --quick    # one tiny round: proves the benchmark runs
 
 The framework baselines (baseline.py) need no example. Each example unit adds its measurements in

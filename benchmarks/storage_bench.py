@@ -1,0 +1,165 @@
+"""The storage unit's benchmark: ExampleStorageMux's `write` through upstream's client, against two other writes.
+
+Plugin interface: benchkit.py. Every write goes through upstream's `StorageMuxFlasherClient.write_local_file`
+(what `flash` does between its switches; the example's own client inherits it unchanged), which sends 64 KiB
+messages: that client is the ceiling, measured by a do-nothing `write` through it (NullStorageMux, here).
+Upstream's own `MockStorageMuxFlasher` is the other reference: it writes each message in a worker-thread hop
+of its own. The exporter imports `storage_bench.NullStorageMux` and `storage_bench.UpstreamMock` (benchmarks/
+is on its path).
+"""
+
+from __future__ import annotations
+
+import os
+import statistics
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from tempfile import NamedTemporaryFile
+from typing import Any
+
+from benchkit import Entry, MiB, Round, Series, Target
+from jumpstarter.driver import Driver, export
+from jumpstarter_driver_opendal.client import StorageMuxFlasherClient
+from jumpstarter_driver_opendal.driver import MockStorageMuxFlasher, StorageMuxFlasherInterface
+
+from jumpstarter_driver_template.storage.driver import CANCEL_GRACE
+
+CARD_SIZE = 256 * MiB
+"""The simulated card: room for the memory figure's transfer (the full run's `rss`); sparse until written."""
+
+
+@dataclass(kw_only=True)
+class NullStorageMux(StorageMuxFlasherInterface, Driver):
+    """Upstream's interface with a `write` that only reads the image to its end: the framework's and client's cost."""
+
+    @export
+    async def host(self) -> None:
+        """Do nothing."""
+
+    @export
+    async def dut(self) -> None:
+        """Do nothing."""
+
+    @export
+    async def off(self) -> None:
+        """Do nothing."""
+
+    @export
+    async def write(self, src: Any) -> None:
+        """Read the image to its end, store nothing."""
+        async with self.resource(src) as stream:
+            async for _ in stream:
+                pass
+
+    @export
+    async def read(self, dst: Any) -> None:
+        """Not measured."""
+        raise NotImplementedError
+
+
+@dataclass(kw_only=True)
+class UpstreamMock(MockStorageMuxFlasher):
+    """Upstream's MockStorageMuxFlasher, unchanged, writing into `directory` (tmpfs) instead of the disk's /tmp."""
+
+    directory: str
+    file: Any = field(default=None)
+
+    def __post_init__(self) -> None:
+        # The driver's file for its life, removed with the scratch directory.
+        self.file = NamedTemporaryFile(dir=self.directory, delete=False)  # noqa: SIM115
+        super().__post_init__()
+
+
+def drivers(workdir: Path) -> dict[str, Entry]:
+    """The example on a simulated card in this mode's scratch directory, and the two writes it is compared with."""
+    # One name per line: the rename makes it longer.
+    example = "jumpstarter_driver_template.storage.driver.ExampleStorageMux"
+    return {
+        "storage": {"type": example, "config": {"card": str(card(workdir)), "size": CARD_SIZE}},
+        "storage_null": {"type": "storage_bench.NullStorageMux", "config": {}},
+        "storage_upstream": {"type": "storage_bench.UpstreamMock", "config": {"directory": str(workdir)}},
+    }
+
+
+def card(workdir: Path) -> Path:
+    return workdir / "storage-card.img"
+
+
+def source_file(run: Round, size: int) -> Path:
+    """An image of random bytes, made once per mode (on tmpfs when there is one)."""
+    path = run.workdir / f"storage-source-{size}.bin"
+    if not path.exists():
+        path.write_bytes(os.urandom(size))
+    return path
+
+
+def measure(run: Round) -> None:
+    clients = {
+        name: run.client(name, StorageMuxFlasherClient) for name in ("storage", "storage_null", "storage_upstream")
+    }
+    clients["storage"].host()  # a write needs the card on the host side (untimed; no command: simulated)
+    # Twice a byte stream's size: each write pays a fixed 20 ms (the example's CANCEL_GRACE, which a real card's
+    # fsync hides; tmpfs syncs at once), and an image is larger than a stream's sample.
+    size = 2 * run.sizes.bytes
+    source = str(source_file(run, size))
+    for _ in range(run.sizes.blocks):
+        # One block gives both ratios: the example, the do-nothing write, upstream's mock, then the reverse
+        # order (A B C C B A, what Round.pair does for two), each side's figure the median of its two writes.
+        rates: dict[str, list[float]] = {name: [] for name in clients}
+        for name in [*clients, *reversed(clients)]:
+            start = time.perf_counter()
+            clients[name].write_local_file(source)
+            rates[name].append(size / (time.perf_counter() - start) / 1e6)
+        example = statistics.median(rates["storage"])
+        run.record("write time", size / example / 1e3, "ms")
+        for name, label in (("storage_null", "write/do-nothing write"), ("storage_upstream", "write/upstream mock")):
+            series = run.series(label, "MB/s", higher_is_better=True)
+            baseline = statistics.median(rates[name])
+            series.method.append(example)
+            series.baseline.append(baseline)
+            series.relative.append(example / baseline)
+
+
+def once(run: Round) -> None:
+    example, null = run.client("storage", StorageMuxFlasherClient), run.client("storage_null", StorageMuxFlasherClient)
+    example.host()
+    sparse = run.workdir / "storage-rss.img"
+    with sparse.open("wb") as file:
+        file.truncate(run.sizes.rss)  # sparse: reading it costs no memory
+    # Against the do-nothing write of the same file through the same client (see Round.rss_compare).
+    run.rss_compare(
+        "write RSS growth", lambda: example.write_local_file(str(sparse)), lambda: null.write_local_file(str(sparse))
+    )
+    # Give the card's pages back to tmpfs: a punched hole is a sparse file of the same size again.
+    os.truncate(card(run.workdir), 0)
+    os.truncate(card(run.workdir), CARD_SIZE)
+
+
+def explain_grace(series: Callable[[str], Series]) -> str:
+    share = CANCEL_GRACE * 1e3 / series("write time").median
+    return (
+        f"each write also waits CANCEL_GRACE ({CANCEL_GRACE * 1e3:g} ms, for the cancellation of a client that died) "
+        f"after its fsync, which tmpfs makes instant and a real card's hides: {share:.0%} of a write here"
+    )
+
+
+TARGETS = [
+    Target(
+        "write/do-nothing write",
+        ">=",
+        0.9,
+        "the example's write reaches less than 0.9x the rate the client sends at",
+        explain_grace,
+    ),
+    Target(
+        "write/upstream mock",
+        ">=",
+        1.3,
+        "the example's write is not 1.3x upstream's mock, which hops to a thread per 64 KiB message",
+    ),
+    Target(
+        "write RSS growth", "<", 32, "the write holds more memory than a do-nothing write: something buffers the image"
+    ),
+]
