@@ -80,7 +80,7 @@ EXAMPLES: dict[str, tuple[str, str]] = {
     ),
     "custom": (
         f"{P}/custom/ tests/custom_test.py tests/hardware/custom_test.py benchmarks/custom_bench.py docs/custom.md",
-        "base_client validation cancellation",
+        "base_client validation cancellation batching",
     ),
     "device": (
         f"{P}/device/ tests/device_test.py tests/hardware/device_test.py benchmarks/device_bench.py docs/device.md",
@@ -93,7 +93,7 @@ EXAMPLES: dict[str, tuple[str, str]] = {
     "storage": (
         f"{P}/storage/ tests/storage_test.py tests/hardware/storage_test.py benchmarks/storage_bench.py "
         "docs/storage.md",
-        "commands validation cancellation",
+        "commands validation cancellation batching",
     ),
 }
 # Modules that several units use: kept when a kept unit needs them.
@@ -101,6 +101,7 @@ SUPPORT: dict[str, tuple[str, str]] = {
     "commands": (f"{P}/commands.py {P}/commands_test.py", "cancellation"),
     "cancellation": (f"{P}/cancellation.py {P}/cancellation_test.py", ""),
     "base_client": (f"{P}/base_client.py {P}/base_client_test.py", ""),
+    "batching": (f"{P}/batching.py {P}/batching_test.py", ""),
     "validation": (f"{P}/validation.py {P}/validation_test.py", ""),
 }
 UNITS = {**EXAMPLES, **SUPPORT}

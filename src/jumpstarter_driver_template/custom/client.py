@@ -21,15 +21,14 @@ from jumpstarter.client.core import DriverError
 from jumpstarter.streams.progress import ProgressAttribute
 
 from ..base_client import BaseClient, driver_group
+from ..batching import IO_BATCH, batches
 from .common import (
-    IO_BATCH,
     LEVEL_MAX,
     LEVEL_MIN,
     STREAM_CHUNK,
     Settings,
     State,
     UploadResult,
-    batches,
     check_upload_name,
 )
 

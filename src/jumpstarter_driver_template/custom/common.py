@@ -10,7 +10,6 @@ have none of the exporter's dependencies.
 
 import reprlib
 import unicodedata
-from collections.abc import AsyncIterable, AsyncIterator
 from typing import Annotated
 
 from pydantic import AfterValidator, BaseModel, Field
@@ -26,9 +25,6 @@ STREAM_CHUNK = 256 * 1024
 """Bytes per message on byte streams and uploads: large enough to amortize the per-message
 cost, far below gRPC's 4 MiB message cap. Measured (benchmarks/): 64 KiB messages reach half
 the throughput, 2 MiB messages a third; 512 KiB uploads are no faster and buffer twice the memory."""
-IO_BATCH = 1024 * 1024
-"""Bytes of file I/O (and hashing) done per worker-thread hop next to a stream: a hop costs about
-as much as moving one STREAM_CHUNK message, so one hop per message would halve the throughput."""
 
 
 # Characters that can rewrite what a terminal shows or split a log line: controls (newline, escape
@@ -101,17 +97,3 @@ def check_upload_name(name: object) -> str:
     if len(name.encode()) > NAME_MAX:
         raise ValueError(f"upload name must be at most {NAME_MAX} bytes in UTF-8, got {len(name.encode())}")
     return name
-
-
-async def batches(chunks: AsyncIterable[bytes], size: int = IO_BATCH) -> AsyncIterator[list[bytes]]:
-    """Group a stream's chunks into lists of about `size` bytes: one worker-thread hop each."""
-    batch: list[bytes] = []
-    batched = 0
-    async for chunk in chunks:
-        batch.append(chunk)
-        batched += len(chunk)
-        if batched >= size:
-            yield batch
-            batch, batched = [], 0
-    if batch:
-        yield batch

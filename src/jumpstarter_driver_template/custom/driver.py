@@ -27,9 +27,10 @@ from jumpstarter.driver import Driver, export, exportstream
 from pydantic import ConfigDict, Field
 from pydantic.dataclasses import dataclass
 
+from ..batching import batches
 from ..cancellation import to_completion
 from ..validation import validate
-from .common import LEVEL_MIN, STREAM_CHUNK, Settings, State, UploadResult, batches, check_upload_name
+from .common import LEVEL_MIN, STREAM_CHUNK, Settings, State, UploadResult, check_upload_name
 
 # Exporter YAML `config:` keys become keyword arguments of the driver dataclass. `extra="forbid"`
 # turns a typo into an error that names the key; pydantic checks every type. A plain stdlib

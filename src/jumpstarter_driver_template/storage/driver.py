@@ -18,7 +18,7 @@ from __future__ import annotations
 import errno
 import os
 import stat
-from collections.abc import AsyncIterable, AsyncIterator
+from collections.abc import AsyncIterable
 from dataclasses import field
 from pathlib import Path
 from typing import Any, BinaryIO
@@ -33,14 +33,12 @@ from jumpstarter_driver_opendal.driver import StorageMuxFlasherInterface
 from pydantic import ConfigDict, Field
 from pydantic.dataclasses import dataclass
 
+from ..batching import IO_BATCH, batches
 from ..cancellation import to_completion
 from ..commands import Command, run_command
 from ..validation import validate
 from .common import Image, Operation, Side, StorageState
 
-MiB = 1024 * 1024
-IO_BATCH = MiB
-"""Bytes written or read per worker-thread hop (see `_batches`)."""
 READ_CHUNK = 256 * 1024
 """Bytes per message of a dump: large enough to amortize the per-message cost, far below gRPC's 4 MiB cap."""
 CANCEL_GRACE = 0.02
@@ -186,7 +184,10 @@ class ExampleStorageMux(StorageMuxFlasherInterface, Driver):
         async def receive(send: MemoryObjectSendStream[list[bytes]]) -> None:
             async with send:
                 received = 0
-                async for batch in _batches(stream):
+                # Upstream's writer (`write_to_storage_device`, and its mocks) hops to a worker thread for
+                # every 64 KiB chunk the client sends, which is why upstream's mock flashes at ~0.6x the rate
+                # the client sends; one hop per ~1 MiB batch keeps the write within a few percent of it.
+                async for batch in batches(stream):
                     received += sum(map(len, batch))
                     if received > size:
                         raise ValueError(
@@ -199,10 +200,10 @@ class ExampleStorageMux(StorageMuxFlasherInterface, Driver):
             with file:
                 # The next batch arrives while a worker thread writes this one: a card that writes about as
                 # fast as the network delivers would otherwise halve the rate, each waiting for the other.
-                send, batches = anyio.create_memory_object_stream[list[bytes]](1)
+                send, arriving = anyio.create_memory_object_stream[list[bytes]](1)
                 async with anyio.create_task_group() as group:
                     group.start_soon(receive, send)
-                    async for batch in batches:
+                    async for batch in arriving:
                         # From the first byte on, the card holds neither the old image nor the new one.
                         self._image, self._error, touched = "incomplete", "write in progress", True
                         await to_thread.run_sync(file.writelines, batch)
@@ -307,24 +308,3 @@ def _flush_and_sync(file: BinaryIO) -> None:
     """Push the written bytes to the card itself, not just the page cache: the device may boot from it next."""
     file.flush()
     os.fsync(file.fileno())
-
-
-async def _batches(chunks: AsyncIterable[bytes], size: int = IO_BATCH) -> AsyncIterator[list[bytes]]:
-    """Group a stream's chunks into lists of about `size` bytes, each written in one worker-thread hop.
-
-    Upstream's writer (`write_to_storage_device`, and its mocks) hops to a thread for every 64 KiB chunk
-    the client sends; a hop costs about as much as receiving the chunk, so upstream's mock flashes at ~0.6x
-    the rate the client sends. One hop per ~1 MiB keeps the write within a few percent of that rate.
-    """
-    batch: list[bytes] = []
-    batched = 0
-    async for chunk in chunks:
-        if not chunk:
-            continue  # keep-alive frames arrive as empty chunks
-        batch.append(chunk)
-        batched += len(chunk)
-        if batched >= size:
-            yield batch
-            batch, batched = [], 0
-    if batch:
-        yield batch
