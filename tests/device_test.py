@@ -57,7 +57,7 @@ def test_each_lease_ends_and_starts_with_the_output_off(tmp_path: Path):
         config = write_config(tmp_path, {"device": {"simulator": False, "host": "127.0.0.1", "port": simulator.port}})
         local_shell(config, "j device voltage 5\nj device output on\nj device output")
         assert simulator.instrument.output is False  # the shell's lease ended
-        assert simulator.connections == 0
+        simulator.wait_connections(0)
         simulator.instrument.output = True  # someone switched it on by hand between leases
         assert local_shell(config, "j device output").splitlines()[-2] == "off"
 

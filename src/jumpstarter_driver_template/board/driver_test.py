@@ -124,7 +124,7 @@ def test_reset_and_close_reach_the_children(root, simulator):
         assert simulator.instrument.output is False
         client.board.power.on()
     assert simulator.instrument.output is False
-    assert simulator.connections == 0
+    simulator.wait_connections(0)
 
 
 def test_a_parent_that_forgets_super_leaves_its_children_alone(simulator):

@@ -183,7 +183,7 @@ def test_reset_switches_the_output_off_and_releases_the_connection(driver, simul
         device.portal.call(driver.reset)  # on the exporter's event loop thread, as the exporter calls it
         assert simulator.instrument.output is False
         assert device.state().connected is False
-        wait_for(lambda: simulator.connections == 0, "the device seeing the connection closed")
+        simulator.wait_connections(0)
         assert device.get_voltage() == 12.0
 
 
@@ -193,7 +193,7 @@ def test_close_switches_the_output_off_and_releases_the_connection(driver, simul
         device.set_output(True)
         device.console().__enter__()  # a console left open: the lease's end closes it too
     assert simulator.instrument.output is False
-    wait_for(lambda: simulator.connections == 0, "every connection closed")
+    simulator.wait_connections(0)
 
 
 def test_close_never_raises_when_the_device_is_gone(driver, simulator, caplog):
@@ -217,14 +217,14 @@ def test_close_is_bounded_when_the_device_hangs(driver, simulator, caplog):
 def test_console_exchanges_raw_lines(device, simulator):
     """The raw console is a byte stream on a connection of its own; leaving it closes that connection."""
     device.identify()
-    wait_for(lambda: simulator.connections == 1, "only the driver's connection open")
+    simulator.wait_connections(1)
     with device.console() as console:
         assert console.exchange("*IDN?") == IDN
         assert console.exchange("VOLT 2") == "OK"
         assert console.exchange("NOPE") == "ERR unknown command: NOPE"
         assert simulator.connections == 2
     assert device.get_voltage() == 2.0
-    wait_for(lambda: simulator.connections == 1, "the console's connection closed")
+    simulator.wait_connections(1)
 
 
 def test_console_to_an_unreachable_device_names_the_address():

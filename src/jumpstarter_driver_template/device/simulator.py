@@ -120,7 +120,8 @@ class Simulator:
         self.port = port
         """The port it listens on, once started (0 asks for a free one)."""
         self.connections = 0
-        """Connections open right now."""
+        """Connections open right now (`wait_connections` waits for a count)."""
+        self._connections_changed = threading.Condition()
         self.commands = 0
         """Command lines received so far."""
         self._thread: threading.Thread | None = None
@@ -141,8 +142,21 @@ class Simulator:
             task_status.started(self.port)
             await listener.serve(self._handle)
 
+    def wait_connections(self, count: int, timeout: float = 10.0) -> None:
+        """Wait until `count` connections are open; raise TimeoutError naming both counts after `timeout` s."""
+        # A client's close reaches the simulator a moment later (it reads the end of the stream on its own
+        # loop): tests wait for it here, woken by the change itself.
+        with self._connections_changed:
+            if not self._connections_changed.wait_for(lambda: self.connections == count, timeout):
+                raise TimeoutError(f"{self.connections} connections open after {timeout:g} s, expected {count}")
+
+    def _count_connection(self, change: int) -> None:
+        with self._connections_changed:
+            self.connections += change
+            self._connections_changed.notify_all()
+
     async def _handle(self, stream: SocketStream) -> None:
-        self.connections += 1
+        self._count_connection(+1)
         try:
             async with stream:
                 lines = BufferedByteReceiveStream(stream)
@@ -161,7 +175,7 @@ class Simulator:
         except (anyio.EndOfStream, anyio.IncompleteRead, anyio.BrokenResourceError, OSError):
             pass  # the client went away: a device does not care
         finally:
-            self.connections -= 1
+            self._count_connection(-1)
 
     async def _answer(self, line: bytes) -> bytes | None:
         self.commands += 1

@@ -56,6 +56,17 @@ def test_connections_share_one_instrument(simulator):
     assert simulator.commands == 2
 
 
+def test_wait_connections_is_woken_by_opens_and_closes(simulator):
+    """`wait_connections` returns once the count is reached, and names both counts when it is not."""
+    with socket.create_connection(("127.0.0.1", simulator.port)) as sock:
+        assert exchange(sock, "*IDN?") == IDN.encode() + b"\n"
+        simulator.wait_connections(1)
+        with pytest.raises(TimeoutError, match=r"1 connections open after 0\.1 s, expected 0"):
+            simulator.wait_connections(0, timeout=0.1)
+    simulator.wait_connections(0)
+    assert simulator.connections == 0
+
+
 def test_faults_garbage_and_drop(simulator):
     """`garbage` answers the next command with garbage; `drop` closes the connection instead of answering."""
     simulator.faults.garbage = 1
