@@ -22,6 +22,7 @@ from harness import (
     local_shell,
     our_drivers,
     run,
+    running,
     write_config,
 )
 from jumpstarter.client.core import DriverMethodNotImplemented
@@ -84,7 +85,9 @@ def test_only_exported_methods_can_be_called(exporter: Exporter):
 
 def test_hardware_tests_pass_inside_jmp_shell(exporter: Exporter):
     """The JumpstarterTest examples (tests/hardware) pass when run inside `jmp shell`, as an author runs them."""
-    args = [sys.executable, "-m", "pytest", str(ROOT / "tests" / "hardware"), "-p", "no:cacheprovider", "-q"]
+    # A test that hangs fails alone after 60 s, with pytest-timeout's dump of where every thread waits.
+    args = [sys.executable, "-m", "pytest", str(ROOT / "tests" / "hardware"), "-p", "no:cacheprovider", "-v"]
+    args += ["--timeout", "60"]
     result = exporter.shell(*args, timeout=180)
     assert result.returncode == 0, result.stdout
     # pytest's summary, e.g. "4 passed in 2.31s": some tests ran (however many there are), none failed or skipped.
@@ -97,3 +100,16 @@ def test_hardware_tests_pass_inside_jmp_shell(exporter: Exporter):
 def test_example_config_is_the_one_served(exporter: Exporter):
     """The exporter runs the example config as it is (the shared fixture has no overrides)."""
     assert yaml.safe_load(exporter.config.read_text()) == example_config()
+
+
+def test_a_command_that_overruns_fails_with_its_output_and_context():
+    """The harness kills an overrunning command's session and fails with its last output and the given context."""
+    script = "import os, time; print('started', os.getpid(), flush=True); time.sleep(600)"
+    with pytest.raises(AssertionError) as failure:
+        run([sys.executable, "-c", script], timeout=1, context=lambda: "--- the exporter's log")
+    message = str(failure.value)
+    assert "did not finish within 1 s" in message
+    assert message.endswith("--- the exporter's log")
+    started = re.search(r"^started (\d+)$", message, re.MULTILINE)
+    assert started, message
+    assert not running(int(started[1]))

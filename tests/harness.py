@@ -127,11 +127,24 @@ def start(args: list[str], cwd: Path = ROOT, **kwargs: Any) -> subprocess.Popen:
     return subprocess.Popen(args, start_new_session=True, text=True, cwd=cwd, **kwargs)
 
 
-def run(args: list[str], timeout: float = 90.0, **kwargs: Any) -> subprocess.CompletedProcess[str]:
-    """Run a process to completion (output merged into stdout); kill its session if it overruns."""
+def run(
+    args: list[str], timeout: float = 90.0, context: Callable[[], str] | None = None, **kwargs: Any
+) -> subprocess.CompletedProcess[str]:
+    """Run a process to completion (output merged into stdout); kill its session if it overruns.
+
+    An overrun fails with the tail of the process's output, followed by `context()` (an exporter's log, say).
+    """
     process = start(args, **kwargs)
     try:
         out, _ = process.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        stop_group(process, signal.SIGKILL)
+        out, _ = process.communicate()  # what it wrote before it was killed
+        tail = "\n".join(out.splitlines()[-LOG_TAIL:])
+        extra = f"\n{context()}" if context else ""
+        raise AssertionError(
+            f"{' '.join(args)}\ndid not finish within {timeout:g} s; its last {LOG_TAIL} lines:\n{tail}{extra}"
+        ) from None
     finally:
         if process.poll() is None:
             stop_group(process, signal.SIGKILL)
@@ -217,7 +230,8 @@ class Exporter:
         self, *command: str, passphrase: str | None = "", timeout: float = 90.0
     ) -> subprocess.CompletedProcess[str]:
         """Run `jmp shell --tls-grpc ... -- command` against this exporter; direct mode returns its exit status."""
-        return run(self.shell_args(*command, passphrase=passphrase), timeout=timeout, cwd=self.workdir)
+        args = self.shell_args(*command, passphrase=passphrase)
+        return run(args, timeout=timeout, context=self.log_tail, cwd=self.workdir)
 
     def client(self) -> AbstractContextManager[Any]:
         """A client in this process connected to this exporter, as a context manager."""
