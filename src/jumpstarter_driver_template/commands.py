@@ -10,6 +10,7 @@ child still switching the relay, racing the next call.
 
 from __future__ import annotations
 
+import logging
 import os
 import shlex
 import signal
@@ -23,12 +24,14 @@ from pydantic import Field
 
 from .cancellation import to_completion
 
+logger = logging.getLogger(__name__)
+
 Command = Annotated[list[Annotated[str, Field(max_length=4096)]], Field(min_length=1, max_length=256)]
 """An argument list from exporter config, e.g. ["uhubctl", "-l", "1-1", "-p", "2", "-a", "on"] (no shell)."""
 
 STDERR_TAIL = 2000
-"""Characters of a failed command's stderr sent to the client. An error's message travels in gRPC
-metadata, capped at 16 KiB: a longer one would replace the error itself with RESOURCE_EXHAUSTED."""
+"""Characters of a failed command's stderr sent to the client (the exporter's log gets all of it). An error's
+message travels in gRPC metadata, capped at 16 KiB: a longer one would replace the error with RESOURCE_EXHAUSTED."""
 GRACE = 2.0
 """Seconds a command's process group has to exit after SIGTERM before it gets SIGKILL."""
 
@@ -59,11 +62,12 @@ async def _run(key: str, command: list[str], timeout: float) -> str:
     except TimeoutError:
         raise TimeoutError(f"{described} timed out after {timeout:g} s") from None
     finally:
-        # Reached on success too: a background child the command left (`sh -c 'x &'`) is ended as well.
         with anyio.CancelScope(shield=True):
             await _end_group(process)
+            await process.aclose()
     if process.returncode != 0:
         text = stderr.decode(errors="replace").strip() or "(no stderr)"
+        logger.error("%s exited with status %d: %s", described, process.returncode, text)  # all of it, in the log
         if len(text) > STDERR_TAIL:
             text = "..." + text[-STDERR_TAIL:]
         raise RuntimeError(f"{described} exited with status {process.returncode}: {text}")
@@ -71,7 +75,11 @@ async def _run(key: str, command: list[str], timeout: float) -> str:
 
 
 async def _communicate(process: Process) -> tuple[bytes, bytes]:
-    """Read stdout and stderr to their end while the process runs (a full pipe would block it), then wait."""
+    """Read stdout and stderr while the process runs (a full pipe would block it); once it exits, end its group.
+
+    A background child the command left (`sh -c 'x &'`) holds the pipes open: ending the group closes them,
+    so the reads end, and the child is not left behind.
+    """
     output: dict[str, bytes] = {}
 
     async def drain(name: str, stream: ByteReceiveStream | None) -> None:
@@ -84,7 +92,8 @@ async def _communicate(process: Process) -> tuple[bytes, bytes]:
     async with anyio.create_task_group() as group:
         group.start_soon(drain, "stdout", process.stdout)
         group.start_soon(drain, "stderr", process.stderr)
-    await process.wait()
+        await process.wait()
+        await _end_group(process)
     return output["stdout"], output["stderr"]
 
 
@@ -101,7 +110,6 @@ async def _end_group(process: Process) -> None:
                 while _group_alive(process.pid):
                     await anyio.sleep(0.01)
     await process.wait()
-    await process.aclose()
 
 
 def _signal_group(pgid: int, sig: int) -> bool:

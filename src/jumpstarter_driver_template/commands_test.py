@@ -8,7 +8,7 @@ from pathlib import Path
 import anyio
 import pytest
 
-from .commands import GRACE, run_command
+from .commands import GRACE, STDERR_TAIL, run_command
 
 
 def running(pid: int) -> bool:
@@ -64,6 +64,23 @@ def test_background_child_of_a_finished_command_is_ended(tmp_path: Path):
     pid_file = tmp_path / "pid"
     anyio.run(run_command, "on_command", spawner(pid_file, wait=False), 10)
     assert not running(int(pid_file.read_text()))
+
+
+def test_background_child_holding_the_output_does_not_hold_the_command(tmp_path: Path):
+    """A finished command's background child that keeps stdout open (a helper daemon) does not stall the call."""
+    pid_file = tmp_path / "pid"
+    script = ["sh", "-c", f"sleep 300 & echo $! > {pid_file}; echo on"]  # the child inherits stdout and stderr
+    assert anyio.run(run_command, "on_command", script, 30) == "on\n"  # not a TimeoutError after 30 s
+    assert not running(int(pid_file.read_text()))
+
+
+def test_failure_logs_all_of_stderr_and_sends_its_tail(caplog: pytest.LogCaptureFixture):
+    """The client gets the last STDERR_TAIL characters of stderr; the exporter's log keeps all of it."""
+    script = ["sh", "-c", f"printf 'first line\\n%0{STDERR_TAIL}d\\n' 0 >&2; exit 3"]
+    with pytest.raises(RuntimeError) as error:
+        anyio.run(run_command, "probe", script, 10)
+    assert str(error.value).partition("exited with status 3: ")[2] == "..." + "0" * STDERR_TAIL
+    assert "first line\n" + "0" * STDERR_TAIL in caplog.text
 
 
 def test_child_ignoring_sigterm_gets_sigkill_after_the_grace_period(tmp_path: Path):
