@@ -19,6 +19,7 @@ from harness import (
     Exporter,
     example_config,
     exported,
+    exporter_process,
     local_shell,
     our_drivers,
     run,
@@ -113,3 +114,13 @@ def test_a_command_that_overruns_fails_with_its_output_and_context():
     started = re.search(r"^started (\d+)$", message, re.MULTILINE)
     assert started, message
     assert not running(int(started[1]))
+
+
+def test_an_exporter_that_exits_at_start_fails_at_once_with_its_log(tmp_path: Path):
+    """A `jmp run` that rejects its config fails the wait for readiness at once, with its log, not at the timeout."""
+    driver = our_drivers()[0]
+    with pytest.raises(AssertionError) as failure, exporter_process(tmp_path, {driver: {"no_such_key": 1}}, 600):
+        pass
+    message = str(failure.value)
+    assert "not reached: jmp run exited with status" in message
+    assert "no_such_key" in message  # from the exporter's log

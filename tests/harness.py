@@ -82,13 +82,17 @@ def child_env(**extra: str) -> dict[str, str]:
     return env | extra
 
 
+class Abort(Exception):
+    """Raised by a `wait_for` condition when waiting longer cannot help (the process it waits for exited)."""
+
+
 def wait_for(
     condition: Callable[[], Any], timeout: float = 30.0, what: str = "condition", context: Callable[[], str] = str
 ) -> Any:
     """Poll `condition` every 50 ms until it returns something true, and return that.
 
     An exception from `condition` counts as "not yet"; after `timeout` s the failure names the last one,
-    followed by `context()` (the tail of a log, say).
+    followed by `context()` (the tail of a log, say). `Abort` from `condition` fails at once.
     """
     deadline = time.monotonic() + timeout
     last_error: BaseException | None = None
@@ -96,6 +100,8 @@ def wait_for(
         try:
             if result := condition():
                 return result
+        except Abort as e:
+            raise AssertionError(f"{what} not reached: {e}\n{context()}".rstrip()) from None
         except Exception as e:
             last_error = e
         if time.monotonic() >= deadline:
@@ -160,6 +166,7 @@ def local_shell(config: Path, script: str, timeout: float = 120.0) -> str:
     command = [JMP, "shell", "--exporter-config", str(config), "--", "sh", "-c", f"set -e\n{script}\necho {DONE}"]
     result = run(command, timeout=timeout, cwd=config.parent)
     assert result.returncode == 0, result.stdout
+    assert DONE in result.stdout.splitlines(), f"a command of the script failed:\n{result.stdout}"
     return result.stdout
 
 
@@ -212,8 +219,13 @@ class Exporter:
     def serving_pid(self) -> int:
         """`jmp run` forks: the child (its own session) serves, the parent restarts it and forwards signals."""
         children = Path(f"/proc/{self.process.pid}/task/{self.process.pid}/children")
-        pids = wait_for(lambda: children.read_text().split(), what="jmp run's serving child", context=self.log_tail)
-        return int(pids[0])
+
+        def child() -> list[str]:
+            if self.process.poll() is not None:
+                raise Abort(f"jmp run exited with status {self.process.returncode}")
+            return children.read_text().split()
+
+        return int(wait_for(child, what="jmp run's serving child", context=self.log_tail)[0])
 
     def open_fds(self) -> int:
         """How many file descriptors the serving process has open (a leak shows as growth)."""
@@ -256,14 +268,14 @@ def exporter_process(workdir: Path, overrides: Overrides | None = None, timeout:
         def ready() -> bool:
             """The exporter answers and lists every driver of its config; one that exited fails at once."""
             if process.poll() is not None:
-                raise AssertionError(f"jmp run exited with status {process.returncode}\n{exporter.log_tail()}")
+                raise Abort(f"jmp run exited with status {process.returncode}")
             with exporter.client() as client:
                 listed = set(client.children)
                 if listed != expected:
                     raise AssertionError(f"the exporter lists {sorted(listed)}, the config exports {sorted(expected)}")
                 return True
 
-        wait_for(_failing_fast(ready), timeout=timeout, what="jmp run ready", context=exporter.log_tail)
+        wait_for(ready, timeout=timeout, what="jmp run ready", context=exporter.log_tail)
         yield exporter
     finally:
         # The parent forwards SIGTERM to the child's process group; the child closes its drivers.
@@ -271,21 +283,3 @@ def exporter_process(workdir: Path, overrides: Overrides | None = None, timeout:
         if child is not None:
             with suppress(ProcessLookupError):
                 os.killpg(child, signal.SIGKILL)  # only if it outlived its parent
-
-
-class _ExporterExited(Exception):
-    """Not worth waiting for: the exporter process is gone."""
-
-
-def _failing_fast(ready: Callable[[], bool]) -> Callable[[], bool]:
-    """`ready`, except that an exporter which exited stops the wait at once instead of at its timeout."""
-
-    def check() -> bool:
-        try:
-            return ready()
-        except AssertionError as e:
-            if str(e).startswith("jmp run exited"):
-                raise _ExporterExited(str(e)) from None
-            raise
-
-    return check

@@ -22,7 +22,8 @@ def test_power_commands_run_the_configured_tools(tmp_path: Path):
     """With on_command/off_command in the config, `j power on/off` run them."""
     marker = tmp_path / "relay-closed"
     config = write_config(tmp_path, {"power": {"on_command": ["touch", str(marker)], "off_command": ["true"]}})
-    local_shell(config, f"j power on\ntest -e {marker}")
+    local_shell(config, "j power on")
+    assert marker.exists()
 
 
 def test_client_interrupted_mid_command_ends_the_command(tmp_path: Path):
