@@ -10,7 +10,7 @@ import time
 
 import click
 from jumpstarter.client.base import StubDriverClient
-from jumpstarter.client.core import DriverError
+from jumpstarter.client.core import DriverError, DriverInvalidArgument, DriverMethodNotImplemented
 from jumpstarter_driver_composite.client import CompositeClient
 
 from ..base_client import BaseClient, driver_group
@@ -42,6 +42,8 @@ class ExampleBoardClient(CompositeClient, BaseClient):
         while True:
             try:
                 return self.device.identify()
+            except (DriverInvalidArgument, DriverMethodNotImplemented):
+                raise  # not a device still booting: asking again cannot help
             except DriverError as e:  # not answering yet (refused, timed out, garbage): ask again
                 if time.monotonic() + POLL_SECONDS > deadline:
                     raise TimeoutError(

@@ -3,6 +3,7 @@
 
 import pytest
 from click.testing import CliRunner
+from jumpstarter.client.core import DriverMethodNotImplemented
 from jumpstarter.common.utils import serve
 from jumpstarter.config.exporter import ExporterConfigV1Alpha1DriverInstance
 from jumpstarter_driver_power.client import PowerClient
@@ -114,6 +115,17 @@ def test_power_cycle_gives_up_after_the_timeout(client, simulator):
     simulator.faults.drop, simulator.faults.only = 10**6, "*IDN?"
     with pytest.raises(TimeoutError, match=r"did not answer \*IDN\? within 0.5 s after power on; last error: Driver"):
         client.board.power_cycle(timeout=0.5)
+
+
+def test_power_cycle_does_not_retry_what_cannot_change(client, monkeypatch):
+    """An error no boot time fixes (UNIMPLEMENTED, INVALID_ARGUMENT) fails at once, not at the timeout."""
+
+    def unimplemented() -> str:
+        raise DriverMethodNotImplemented("identify is not implemented")
+
+    monkeypatch.setattr(client.board.device, "identify", unimplemented)
+    with pytest.raises(DriverMethodNotImplemented):
+        client.board.wait_until_ready(timeout=3600)
 
 
 def test_reset_and_close_reach_the_children(root, simulator):

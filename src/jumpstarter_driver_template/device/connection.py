@@ -44,8 +44,8 @@ class LineConnection:
         address = f"{host}:{port}"
         try:
             # create_connection resolves the name and connects, blocking: run it in a worker thread, bounded by
-            # its own timeout. Shielded, so a client leaving mid-connect cannot orphan the socket it returns;
-            # the cancellation arrives right after, and the caller then closes the connection.
+            # its own timeout. Shielded, so that a cancellation waits for the thread and its socket is returned
+            # (the driver calls this through `to_completion`, where anyio's shields hold against gRPC's cancel).
             with anyio.CancelScope(shield=True):
                 sock = await to_thread.run_sync(socket.create_connection, (host, port), timeout)
         except TimeoutError:

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import reprlib
 import threading
-from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from contextlib import asynccontextmanager, contextmanager
 from dataclasses import field
 
@@ -19,8 +19,9 @@ from jumpstarter.driver import Driver, export, exportstream
 from pydantic import ConfigDict, Field, TypeAdapter
 from pydantic.dataclasses import dataclass
 
+from ..cancellation import to_completion
 from ..validation import validate
-from .common import Command, Count, DeviceState, Interval, Measurement, Volts
+from .common import Command, DeviceState, Measurement, Volts
 from .connection import DeviceError, LineConnection
 from .interface import PowerSupplyInterface
 from .simulator import Simulator
@@ -48,7 +49,6 @@ class ExampleDevice(PowerSupplyInterface, Driver):
     max_voltage: float = Field(default=30.0, ge=0, le=30)
     """The bench's limit: set_voltage refuses more (what the device under test tolerates)."""
 
-    _streams: int = field(default=0, init=False)
     _closed: bool = field(default=False, init=False)
 
     def __post_init__(self) -> None:
@@ -80,7 +80,9 @@ class ExampleDevice(PowerSupplyInterface, Driver):
     # connection: its answer may still arrive, and must not be read as the answer to the next command.
     async def _exchange(self, command: str, check: bool = True) -> str:
         async with self._lock:
-            connection = await self._connected()
+            # In a task of its own: a client leaving mid-connect (gRPC's cancellation cuts through anyio's
+            # shields) would otherwise drop the socket the worker thread returns; there, it is stored and reused.
+            connection = await to_completion(self._connected)
             try:
                 with anyio.fail_after(self.timeout):
                     answer = await connection.exchange(command)
@@ -185,21 +187,6 @@ class ExampleDevice(PowerSupplyInterface, Driver):
         """What the driver is doing: its address, its connection, its running streams."""
         connected = self._connection is not None and self._connection.usable()
         return DeviceState(address=self._address, connected=connected, streams=self._streams)
-
-    # A streaming call: each `yield` is one message. When the client leaves, gRPC cancels the call: the
-    # pending `await` raises, the generator ends (and an interrupted exchange drops the connection).
-    @export
-    @validate
-    async def measure_stream(self, count: Count, interval: Interval) -> AsyncGenerator[Measurement, None]:
-        """Measure `count` times, every `interval` seconds."""
-        self._streams += 1
-        try:
-            for i in range(count):
-                if i:
-                    await anyio.sleep(interval)
-                yield await self.measure()
-        finally:
-            self._streams -= 1
 
     # A byte stream, the way consoles are exported: the instrument's raw line interface, on a connection of its
     # own (like a terminal), for `j device console` and anything the driver does not model.

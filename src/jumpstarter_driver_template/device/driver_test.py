@@ -1,6 +1,7 @@
 # mypy: allow-untyped-defs
 """ExampleDevice against the simulator through a real gRPC session (`serve()`): normal use, faults, lifecycle."""
 
+import asyncio
 import socket
 import threading
 import time
@@ -158,6 +159,32 @@ def test_client_leaving_mid_call_drops_the_connection(device, simulator):
     wait_for(lambda: simulator.commands == 3, "the slow command reached the device")
     call.cancel()
     assert device.identify() == IDN  # not "9.000", which the device sends 0.5 s after VOLT?
+
+
+def test_client_leaving_mid_connect_leaves_no_socket_behind(driver, simulator, monkeypatch):
+    """A call cancelled the way gRPC cancels it (asyncio's own cancel) while connecting keeps the new connection."""
+    connecting, release = threading.Event(), threading.Event()
+    connect = socket.create_connection
+
+    def slow_connect(*args, **kwargs):
+        connecting.set()
+        release.wait(10)
+        return connect(*args, **kwargs)
+
+    monkeypatch.setattr(socket, "create_connection", slow_connect)
+
+    async def leave_mid_connect() -> DeviceState:
+        call = asyncio.ensure_future(driver.identify())
+        await asyncio.to_thread(connecting.wait, 10)
+        call.cancel()  # delivered while the worker thread is still connecting
+        release.set()
+        with pytest.raises(asyncio.CancelledError):
+            await call
+        return await driver.state()
+
+    assert asyncio.run(leave_mid_connect()).connected  # the socket was kept, not orphaned
+    simulator.wait_connections(1)
+    driver.close()
 
 
 def test_measure_stream(device):

@@ -15,9 +15,13 @@ freely (an old client ignores them); for a breaking change, define a new interfa
 from __future__ import annotations
 
 from abc import ABCMeta, abstractmethod
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator
 
-from .common import DeviceState, Measurement
+import anyio
+from jumpstarter.driver import export
+
+from ..validation import validate
+from .common import Count, DeviceState, Interval, Measurement
 
 
 class PowerSupplyInterface(metaclass=ABCMeta):
@@ -52,9 +56,24 @@ class PowerSupplyInterface(metaclass=ABCMeta):
     async def measure(self) -> Measurement:
         """Measure voltage and current at the output."""
 
-    @abstractmethod
-    def measure_stream(self, count: int, interval: float) -> AsyncIterator[Measurement]:
-        """Measure `count` times, every `interval` seconds (a streaming call)."""
+    # A method the interface implements once, on top of an abstract one: every implementation exports it (0.9
+    # finds exported methods by their marker, inherited ones too). A streaming call: each `yield` is one message.
+    # When the client leaves, gRPC cancels the call: the pending `await` raises and the generator ends.
+    _streams: int = 0
+    """Streaming calls running now (an implementation reports it in `state()`)."""
+
+    @export
+    @validate
+    async def measure_stream(self, count: Count, interval: Interval) -> AsyncGenerator[Measurement, None]:
+        """Measure `count` times, every `interval` seconds."""
+        self._streams += 1
+        try:
+            for i in range(count):
+                if i:
+                    await anyio.sleep(interval)
+                yield await self.measure()
+        finally:
+            self._streams -= 1
 
     @abstractmethod
     async def state(self) -> DeviceState:

@@ -7,16 +7,14 @@ no instrument is needed: a board's tests, a laptop demo, a CI job.
 
 from __future__ import annotations
 
-from collections.abc import AsyncGenerator
 from dataclasses import field
 
-import anyio
 from jumpstarter.driver import Driver, export
 from pydantic import ConfigDict, Field
 from pydantic.dataclasses import dataclass
 
 from ..validation import validate
-from .common import Command, Count, DeviceState, Interval, Measurement, Volts
+from .common import Command, DeviceState, Measurement, Volts
 from .interface import PowerSupplyInterface
 from .simulator import IDN, LOAD_OHMS
 
@@ -30,7 +28,6 @@ class ExampleDeviceModel(PowerSupplyInterface, Driver):
 
     _voltage: float = field(default=0.0, init=False)
     _output: bool = field(default=False, init=False)
-    _streams: int = field(default=0, init=False)
 
     def reset(self) -> None:
         """Lease start: output off."""
@@ -76,19 +73,6 @@ class ExampleDeviceModel(PowerSupplyInterface, Driver):
         """Measure voltage and current at the output."""
         volts = self._voltage if self._output else 0.0
         return Measurement(voltage=volts, current=volts / LOAD_OHMS)
-
-    @export
-    @validate
-    async def measure_stream(self, count: Count, interval: Interval) -> AsyncGenerator[Measurement, None]:
-        """Measure `count` times, every `interval` seconds."""
-        self._streams += 1
-        try:
-            for i in range(count):
-                if i:
-                    await anyio.sleep(interval)
-                yield await self.measure()
-        finally:
-            self._streams -= 1
 
     @export
     async def state(self) -> DeviceState:
