@@ -8,19 +8,12 @@ from pathlib import Path
 
 from harness import exporter_process, local_shell, start, stop_group, wait_for, write_config
 
-from jumpstarter_driver_template.storage.common import StorageState
-
 MiB = 1024 * 1024
 
 
 def sha256(path: Path) -> str:
     """The hex digest of a file."""
     return hashlib.sha256(path.read_bytes()).hexdigest()
-
-
-def state(client) -> StorageState:
-    """The storage driver's state, read through its extra `state` call."""
-    return client.storage.state()
 
 
 def test_storage_commands_in_local_mode(tmp_path: Path):
@@ -59,7 +52,7 @@ def test_failing_commands_exit_non_zero_in_direct_mode(tmp_path: Path):
         assert result.returncode == 1, result.stdout
         assert "it holds an incomplete image" in result.stdout
         with exporter.client() as client:
-            assert (state(client).side, state(client).image) == ("host", "incomplete")
+            assert (client.storage.state().side, client.storage.state().image) == ("host", "incomplete")
         assert exporter.shell("j", "storage", "flash", str(small)).returncode == 0
         assert sha256(exporter.path("card.img")) == sha256(small)
 
@@ -75,14 +68,14 @@ def test_client_killed_mid_flash_leaves_the_card_incomplete(tmp_path: Path):
         with exporter.client() as client:
             try:
                 wait_for(
-                    lambda: (s := state(client)).operation == "writing" and s.written >= MiB,
+                    lambda: (s := client.storage.state()).operation == "writing" and s.written >= MiB,
                     timeout=60,
                     what="a write",
                     context=exporter.log_tail,
                 )
             finally:
                 stop_group(flash, signal.SIGKILL)
-            final = wait_for(lambda: (s := state(client)).operation is None and s, context=exporter.log_tail)
+            final = wait_for(lambda: (s := client.storage.state()).operation is None and s, context=exporter.log_tail)
         assert (final.side, final.image) == ("host", "incomplete"), final
         assert final.written < size, final
         went_away = "call cancelled (the client went away, or the exporter is stopping): card.img holds an incomplete"

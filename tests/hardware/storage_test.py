@@ -8,14 +8,7 @@ import pytest
 from jumpstarter.client.core import DriverError
 from jumpstarter_testing.pytest import JumpstarterTest
 
-from jumpstarter_driver_template.storage.common import StorageState
-
 MiB = 1024 * 1024
-
-
-def state(client) -> StorageState:
-    """The card's state: an extra call of this driver, which upstream's client has no method for."""
-    return client.storage.state()
 
 
 class TestStorage(JumpstarterTest):
@@ -29,7 +22,8 @@ class TestStorage(JumpstarterTest):
         data = os.urandom(MiB)
         image.write_bytes(data)
         client.storage.flash(str(image))
-        assert (state(client).side, state(client).image, state(client).written) == ("dut", "complete", MiB)
+        state = client.storage.state()
+        assert (state.side, state.image, state.written) == ("dut", "complete", MiB)
         # dump reads the whole card: seconds for the example's 64 MiB, minutes for a real 32 GB card.
         dump = tmp_path / "dump.img"
         client.storage.dump(str(dump))
@@ -44,4 +38,4 @@ class TestStorage(JumpstarterTest):
         with pytest.raises(ExceptionGroup) as error:
             client.storage.write_local_file(str(image))
         assert error.group_contains(DriverError, match=r"it is connected to the device \(dut\); call host\(\) first")
-        assert state(client).side == "dut"
+        assert client.storage.state().side == "dut"

@@ -1,1 +1,1 @@
-"""ExampleStorageMux: a second standard interface, upstream's StorageMuxFlasherInterface: no client code here."""
+"""ExampleStorageMux: a second standard interface, upstream's StorageMuxFlasherInterface, and its client."""

@@ -3,9 +3,9 @@
 A storage mux (SD-wire, USB-SD-Mux, a relay-switched eMMC) connects a card either to the test host,
 which writes an image to it, or to the device, which boots from it. Upstream's
 `StorageMuxFlasherInterface` (package jumpstarter-driver-opendal) declares `host`, `dut`, `off`,
-`write` and `read`, and names upstream's `StorageMuxFlasherClient` as the client: `j storage
-flash/dump/host/dut/off` and `client.storage.flash(path)` work with this driver without a line of
-client code here.
+`write` and `read`, and upstream's `StorageMuxFlasherClient` gives `j storage flash/dump/host/dut/off`
+and `client.storage.flash(path)` with no code of ours. The driver names a subclass of it (client.py)
+only to add `state`, which the interface lacks.
 
 The card is a path: a disk image file (the simulator) or a real block device (/dev/sdX). The driver
 keeps the card's state (common.py: which side it is on, whether it holds a whole image) and refuses
@@ -61,8 +61,8 @@ class ExampleStorageMux(StorageMuxFlasherInterface, Driver):
     """Bytes of a simulated card: `card` is created as a sparse file of this size if missing, and must have
     this size if it exists. None: `card` is a real device (or an existing image) with a size of its own."""
     host_command: Command | None = None
-    """Argument list run by `host()`, e.g. ["usbsdmux", "/dev/sg0", "host"]. None: simulate. Run like
-    ExamplePower's commands: in a process group of its own, ended on timeout or when the client leaves."""
+    """Argument list run by `host()`, e.g. ["usbsdmux", "/dev/sg0", "host"]. None: simulate. Run by the
+    package's commands.py: in a process group of its own, ended on timeout or when the client leaves."""
     dut_command: Command | None = None
     """Argument list run by `dut()`, e.g. ["usbsdmux", "/dev/sg0", "dut"]. None: simulate."""
     off_command: Command | None = None
@@ -201,7 +201,7 @@ class ExampleStorageMux(StorageMuxFlasherInterface, Driver):
                 # The next batch arrives while a worker thread writes this one: a card that writes about as
                 # fast as the network delivers would otherwise halve the rate, each waiting for the other.
                 send, arriving = anyio.create_memory_object_stream[list[bytes]](1)
-                async with anyio.create_task_group() as group:
+                async with arriving, anyio.create_task_group() as group:
                     group.start_soon(receive, send)
                     async for batch in arriving:
                         # From the first byte on, the card holds neither the old image nor the new one.
@@ -210,10 +210,12 @@ class ExampleStorageMux(StorageMuxFlasherInterface, Driver):
                         self._written += sum(map(len, batch))
                 if not touched:
                     raise ValueError("the image is empty: nothing to write")
-                # A client that dies mid-write ends the stream with an EOF, as a finished one does; only the
-                # cancellation of its call, which gRPC delivers a moment later, tells them apart. Give it
-                # CANCEL_GRACE to arrive, while the sync runs. Without it, 2 of 12 killed clients left a
-                # truncated image marked complete.
+                # A client that dies mid-write ends the stream with an EOF, as a finished one does (Jumpstarter
+                # 0.9's RouterStream takes a bare gRPC EOF for the end, and its forwarding turns a broken
+                # stream into one); only the cancellation of its call, which gRPC delivers a moment later,
+                # tells them apart. Give it CANCEL_GRACE to arrive, while the sync runs: a workaround, measured
+                # in local and direct mode only. Without it, 2 of 12 killed clients left a truncated image
+                # marked complete.
                 deadline = anyio.current_time() + CANCEL_GRACE
                 await to_thread.run_sync(_flush_and_sync, file)
             await anyio.sleep_until(deadline)

@@ -1,5 +1,6 @@
 # mypy: allow-untyped-defs
-"""ExampleStorageMux through `serve()` and upstream's StorageMuxFlasherClient: states, errors, sources, CLI."""
+"""ExampleStorageMux through `serve()` and its client (upstream's StorageMuxFlasherClient, plus `state`): states,
+errors, sources, CLI."""
 
 import gzip
 import hashlib
@@ -36,11 +37,6 @@ def sha256(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
 
 
-def state(client) -> StorageState:
-    """The driver's state: an extra exported call that upstream's client has no method for."""
-    return client.state()
-
-
 def wait_until(condition, seconds: float = 10, what: str = "condition"):
     """Poll `condition` until it returns something true, and return that."""
     deadline = time.monotonic() + seconds
@@ -72,7 +68,7 @@ def storage(card):
 
 def test_new_card_is_off_and_sparse(storage, card):
     """A new simulated card is created at its size, takes no disk space, starts switched off, its image unknown."""
-    assert state(storage) == StorageState(side="off", image="unknown", card_size=CARD)
+    assert storage.state() == StorageState(side="off", image="unknown", card_size=CARD)
     assert card.stat().st_size == CARD
     assert card.stat().st_blocks == 0
 
@@ -81,7 +77,7 @@ def test_switching_records_the_side(storage):
     """host, dut and off move the card, and state() says where it is."""
     for side in ("host", "dut", "off"):
         getattr(storage, side)()
-        assert state(storage).side == side
+        assert storage.state().side == side
 
 
 @pytest.mark.parametrize("method", ["host", "dut", "off", "state"])
@@ -89,7 +85,7 @@ def test_calls_refuse_extra_arguments(storage, method):
     """A call with arguments is INVALID_ARGUMENT naming the extra one, and changes nothing."""
     with pytest.raises(DriverInvalidArgument, match=r"argument 1: Unexpected positional argument \(got 'now'\)"):
         storage.call(method, "now")
-    assert state(storage) == StorageState(side="off", image="unknown", card_size=CARD)
+    assert storage.state() == StorageState(side="off", image="unknown", card_size=CARD)
 
 
 @pytest.mark.parametrize(("side", "where"), [("off", "switched off"), ("dut", r"connected to the device \(dut\)")])
@@ -103,7 +99,7 @@ def test_transfers_are_refused_unless_the_card_is_on_the_host(storage, card, tmp
             call(str(source))
         fix = r"call host\(\) first \(`j storage host`\)"
         assert error.group_contains(DriverError, match=f"cannot {action} the card: it is {where}; {fix}")
-    assert state(storage) == StorageState(side=side, image="unknown", card_size=CARD)
+    assert storage.state() == StorageState(side=side, image="unknown", card_size=CARD)
     assert card.stat().st_blocks == 0  # not a byte written
 
 
@@ -113,20 +109,20 @@ def test_flash_and_dump_64_mib_match_both_ways(tmp_path):
     data = image(source, 64 * MiB)
     with serve(ExampleStorageMux(card=str(card), size=64 * MiB)) as storage:
         storage.flash(str(source))
-        assert state(storage) == StorageState(side="dut", image="complete", card_size=64 * MiB, written=64 * MiB)
+        assert storage.state() == StorageState(side="dut", image="complete", card_size=64 * MiB, written=64 * MiB)
         assert sha256(card.read_bytes()) == sha256(data)
         storage.dump(str(dump))
         assert sha256(dump.read_bytes()) == sha256(data)
-        assert state(storage).side == "dut"  # dump, like flash, hands the card back to the device
+        assert storage.state().side == "dut"  # dump, like flash, hands the card back to the device
 
 
 def test_write_and_read_local_file_leave_the_card_on_the_host(storage, card, tmp_path):
-    """The client API's write_local_file / read_local_file transfer without switching (the CLI has no such command)."""
+    """The client API's write_local_file / read_local_file transfer without switching the card."""
     source, copy = tmp_path / "image.img", tmp_path / "copy.img"
     data = image(source, CARD)
     storage.host()
     storage.write_local_file(str(source))
-    assert state(storage) == StorageState(side="host", image="complete", card_size=CARD, written=CARD)
+    assert storage.state() == StorageState(side="host", image="complete", card_size=CARD, written=CARD)
     storage.read_local_file(str(copy))
     assert sha256(copy.read_bytes()) == sha256(data) == sha256(card.read_bytes())
 
@@ -145,7 +141,7 @@ def test_image_larger_than_the_card_stops_at_its_size_and_stays_on_the_host(stor
     assert card.stat().st_size == CARD  # the image file did not grow
     assert card.read_bytes() == data[:CARD]
     stopped = f"write stopped after {CARD} bytes: {too_large}"
-    assert state(storage) == StorageState(side="host", image="incomplete", card_size=CARD, written=CARD, error=stopped)
+    assert storage.state() == StorageState(side="host", image="incomplete", card_size=CARD, written=CARD, error=stopped)
     with pytest.raises(DriverError, match="it stays on the host until a write completes"):
         storage.dut()
 
@@ -157,9 +153,9 @@ def test_a_complete_write_clears_the_incomplete_mark(storage, tmp_path):
     image(small, MiB)
     with pytest.raises(ExceptionGroup):
         storage.flash(str(large))
-    assert state(storage).image == "incomplete"
+    assert storage.state().image == "incomplete"
     storage.flash(str(small))
-    assert state(storage) == StorageState(side="dut", image="complete", card_size=CARD, written=MiB)
+    assert storage.state() == StorageState(side="dut", image="complete", card_size=CARD, written=MiB)
 
 
 def test_source_failing_before_the_first_byte_leaves_the_card_as_it_was(storage, card, tmp_path):
@@ -171,7 +167,7 @@ def test_source_failing_before_the_first_byte_leaves_the_card_as_it_was(storage,
     with pytest.raises(ExceptionGroup) as error:
         storage.flash(str(bad), compression=Compression.XZ)
     assert error.group_contains(DriverError, match="Input format not supported by decoder")
-    assert state(storage) == StorageState(side="dut", image="complete", card_size=CARD, written=0)
+    assert storage.state() == StorageState(side="dut", image="complete", card_size=CARD, written=0)
     assert card.read_bytes()[:MiB] == data
 
 
@@ -183,7 +179,7 @@ def test_empty_image_is_refused(storage, tmp_path):
     with pytest.raises(ExceptionGroup) as error:
         storage.write_local_file(str(empty))
     assert error.group_contains(DriverError, match="the image is empty: nothing to write")
-    assert state(storage).image == "unknown"
+    assert storage.state().image == "unknown"
 
 
 def test_write_is_synced_before_it_returns(storage, card, tmp_path, monkeypatch):
@@ -207,7 +203,7 @@ def test_write_is_synced_before_it_returns(storage, card, tmp_path, monkeypatch)
 def write_in_progress(client):
     """A write whose client sends chunks when the test says: yields (send, call); leaving the block ends the stream."""
     send, receive = anyio.create_memory_object_stream[bytes](1)
-    unused, _ = anyio.create_memory_object_stream[bytes](1)  # the exporter sends nothing back on a write
+    unused, unread = anyio.create_memory_object_stream[bytes](1)  # the exporter sends nothing back on a write
     source = StapledObjectStream(unused, receive)
 
     async def write() -> None:
@@ -219,6 +215,7 @@ def write_in_progress(client):
         yield partial(client.portal.call, send.send), call
     finally:
         client.portal.call(send.aclose)  # EOF, as a finished client sends
+        unread.close()
 
 
 def test_client_leaving_mid_write_marks_the_card_incomplete(storage, card, caplog):
@@ -226,9 +223,9 @@ def test_client_leaving_mid_write_marks_the_card_incomplete(storage, card, caplo
     storage.host()
     with write_in_progress(storage) as (send, call):
         send(b"\1" * MiB)
-        wait_until(lambda: state(storage).written == MiB, what="the first MiB on the card")
+        wait_until(lambda: storage.state().written == MiB, what="the first MiB on the card")
         call.cancel()  # the client goes away: gRPC cancels its call on the exporter
-        final = wait_until(lambda: (s := state(storage)).operation is None and s, what="the write to end")
+        final = wait_until(lambda: (s := storage.state()).operation is None and s, what="the write to end")
     went_away = f"write stopped after {MiB} bytes: call cancelled (the client went away, or the exporter is stopping)"
     assert final == StorageState(side="host", image="incomplete", card_size=CARD, written=MiB, error=went_away)
     errors = [record.getMessage() for record in caplog.records if record.levelno >= logging.ERROR]
@@ -242,14 +239,14 @@ def test_other_calls_are_refused_while_a_write_runs(storage, tmp_path):
     image(other, MiB)
     with write_in_progress(storage) as (send, call):
         send(b"\1" * MiB)
-        wait_until(lambda: state(storage).written == MiB, what="the first MiB on the card")
+        wait_until(lambda: storage.state().written == MiB, what="the first MiB on the card")
         with pytest.raises(DriverError, match="cannot switch the card to dut: the card is busy writing for another"):
             storage.dut()
         with pytest.raises(ExceptionGroup) as error:
             storage.write_local_file(str(other))
         assert error.group_contains(DriverError, match="cannot write: the card is busy writing")
     call.result(timeout=10)
-    assert state(storage) == StorageState(side="host", image="complete", card_size=CARD, written=MiB)
+    assert storage.state() == StorageState(side="host", image="complete", card_size=CARD, written=MiB)
 
 
 def run(client, *args: str) -> str:
@@ -266,7 +263,7 @@ def test_flash_compressed_image_from_the_cli(storage, card, tmp_path, compressio
     data = image(tmp_path / "image.img", 2 * MiB)
     source.write_bytes(compress(data))
     assert run(storage, "flash", "--compression", compression, str(source)) == ""
-    assert state(storage) == StorageState(side="dut", image="complete", card_size=CARD, written=2 * MiB)
+    assert storage.state() == StorageState(side="dut", image="complete", card_size=CARD, written=2 * MiB)
     assert card.read_bytes()[: 2 * MiB] == data
 
 
@@ -313,7 +310,7 @@ def test_flash_from_an_http_url_is_downloaded_by_the_exporter(storage, card, tmp
     with http_server(served) as (url, agents):
         storage.flash(f"{url}/image.img")
     assert [agent.split()[-1].split("/")[0] for agent in agents] == ["aiohttp"]
-    assert state(storage) == StorageState(side="dut", image="complete", card_size=CARD, written=3 * MiB)
+    assert storage.state() == StorageState(side="dut", image="complete", card_size=CARD, written=3 * MiB)
     assert card.read_bytes()[: 3 * MiB] == data
 
 
@@ -321,7 +318,7 @@ def test_flash_from_a_missing_url_leaves_the_card_as_it_was(storage, tmp_path):
     """A URL that answers 404 fails the flash before the card is touched."""
     with http_server(tmp_path) as (url, _), pytest.raises(DriverError, match="HTTP GET request failed: status=404"):
         storage.flash(f"{url}/missing.img")
-    assert state(storage) == StorageState(side="dut", image="unknown", card_size=CARD)
+    assert storage.state() == StorageState(side="dut", image="unknown", card_size=CARD)
 
 
 def test_switching_runs_the_configured_commands_in_order(card, tmp_path):
@@ -346,7 +343,7 @@ def test_failed_switch_to_the_device_leaves_the_written_card_on_the_host(card, t
         with pytest.raises(ExceptionGroup) as error:
             storage.flash(str(source))
         assert error.group_contains(DriverError, match="dut_command sh -c .* exited with status 2: mux unplugged")
-        assert state(storage) == StorageState(side="host", image="complete", card_size=CARD, written=MiB)
+        assert storage.state() == StorageState(side="host", image="complete", card_size=CARD, written=MiB)
 
 
 def test_missing_real_card_is_a_timeout_naming_it(tmp_path):
@@ -354,7 +351,7 @@ def test_missing_real_card_is_a_timeout_naming_it(tmp_path):
     absent = tmp_path / "sdz"
     with serve(ExampleStorageMux(card=str(absent), ready_timeout=1)) as storage:
         storage.host()
-        assert state(storage).card_size is None
+        assert storage.state().card_size is None
         with pytest.raises(ExceptionGroup) as error:
             storage.write_local_file(__file__)
     assert error.group_contains(DriverError, match=f"DEADLINE_EXCEEDED: card {absent} not ready within 1 s")
