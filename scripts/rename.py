@@ -65,13 +65,13 @@ DEFAULT_AUTHOR_EMAIL = "you@example.com"
 DEFAULT_DESCRIPTION = "Jumpstarter driver for {name}"
 
 P = f"src/{TEMPLATE_PACKAGE}"
-# The example units an author picks: the files each one owns (a directory ends with /; a path that does
-# not exist is skipped) and the units it needs. Everything a unit owns outside these files is in blocks
+# The example units an author picks: the files each one owns (a directory ends with /) and the units it
+# needs. Everything a unit owns outside these files is in blocks
 # marked unit:NAME (pyproject.toml, examples/exporter.yaml, README.md, docs/).
 EXAMPLES: dict[str, tuple[str, str]] = {
     "skeleton": (
         f"{P}/driver.py {P}/client.py {P}/driver_test.py {P}/client_test.py tests/hardware/driver_test.py "
-        "benchmarks/driver_bench.py docs/driver.md",
+        "benchmarks/driver_bench.py",
         "base_client validation",
     ),
     "power": (
@@ -84,10 +84,10 @@ EXAMPLES: dict[str, tuple[str, str]] = {
     ),
     "device": (
         f"{P}/device/ tests/device_test.py tests/hardware/device_test.py benchmarks/device_bench.py docs/device.md",
-        "base_client validation",
+        "base_client validation cancellation",
     ),
     "board": (
-        f"{P}/board/ tests/board_test.py tests/hardware/board_test.py benchmarks/board_bench.py docs/board.md",
+        f"{P}/board/ tests/board_test.py tests/hardware/board_test.py docs/board.md",
         "device base_client validation",
     ),
     "storage": (
@@ -361,15 +361,15 @@ class Plan:
     leftovers: list[str] = field(default_factory=list)
 
 
-def git(*args: str, cwd: Path = ROOT, env: dict[str, str] | None = None) -> str:
-    """Run git and return its output; raise RenameError if it fails."""
+def git(*args: str, cwd: Path = ROOT, env: dict[str, str] | None = None, strip: bool = True) -> str:
+    """Run git and return its output (stripped unless told not to); raise RenameError if it fails."""
     try:
         result = subprocess.run(["git", *args], cwd=cwd, env=env, capture_output=True, text=True, check=False)
     except FileNotFoundError:
         raise RenameError("git is not installed: the rename uses it to know which files are the project's") from None
     if result.returncode != 0:
         raise RenameError(f"git {' '.join(args[:2])} failed: {result.stderr.strip()}")
-    return result.stdout.strip()
+    return result.stdout.strip() if strip else result.stdout
 
 
 def check_git_tree() -> None:
@@ -431,8 +431,9 @@ def project_files(copier_operation: str | None) -> list[str]:
     changed; the author's other files are left alone.
     """
     if copier_operation == "update" and (ROOT / ".git").exists():
-        listed = git("status", "--porcelain", "-z", "--untracked-files=all").split("\0")
-        paths = [entry[3:] for entry in listed if len(entry) > 3]
+        # Not stripped: each entry starts with its two status columns, " M .ci/compat.py" among them.
+        listed = git("status", "--porcelain", "-z", "--untracked-files=all", "--no-renames", strip=False)
+        paths = [entry[3:] for entry in listed.split("\0") if len(entry) > 3]
     elif copier_operation is not None:
         paths = []
         for directory, dirnames, filenames in os.walk(ROOT):
@@ -589,7 +590,7 @@ def stale_environment() -> bool:
     return any(any((ROOT / ".venv").glob(f"{pattern}/{TEMPLATE_PACKAGE}-*.dist-info")) for pattern in patterns)
 
 
-def describe(plan: Plan, new: Names, keep: list[str], dry_run: bool, diff: bool, by_copier: bool) -> str:
+def describe(plan: Plan, new: Names, keep: list[str], dry_run: bool, diff: bool, copier_operation: str | None) -> str:
     """Say what the rename does (or would do); under copier, only the summary and what to do next."""
     verb = "Would rename" if dry_run else "Renamed"
     kept = ", ".join(unit for unit in keep if unit in EXAMPLES)
@@ -597,7 +598,9 @@ def describe(plan: Plan, new: Names, keep: list[str], dry_run: bool, diff: bool,
         f"{verb} {TEMPLATE_DISTRIBUTION} to {new.distribution} (import package {new.package}, CamelCase "
         f"{new.camel}), keeping the examples {kept}:"
     ]
-    if by_copier:
+    if copier_operation == "update":  # copier shows the merge itself; the author reviews it with git
+        return f"{lines[0].rstrip(':')}."
+    if copier_operation == "copy":
         next_steps = "git init && git add -A && git commit -m 'From jumpstarter-driver-template', then uv run pytest"
         return f"{lines[0].rstrip(':')}.\nNext: {next_steps}"
     lines += [f"  delete   {path}" for path in plan.deletes]
@@ -706,7 +709,7 @@ def main(argv: list[str] | None = None) -> int:
     except RenameError as error:
         print(f"rename.py: {error}", file=sys.stderr)
         return error.status
-    print(describe(plan, new, keep, args.dry_run, args.diff, by_copier))
+    print(describe(plan, new, keep, args.dry_run, args.diff, args.copier_operation))
     if note:
         print(note)
     return 0

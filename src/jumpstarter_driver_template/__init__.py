@@ -1,1 +1,1 @@
-"""Jumpstarter drivers: ExamplePower (a power switch) and ExampleCustom (a custom device), with its client."""
+"""Jumpstarter drivers and their clients: each module's docstring says what it drives."""

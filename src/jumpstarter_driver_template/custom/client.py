@@ -144,7 +144,7 @@ class ExampleCustomClient(BaseClient):
         """The `j custom ...` commands. Docstrings become `--help` text."""
 
         # driver_group: upstream's driver_click_group, whose commands print a refused value or a driver
-        # error as one `Error:` line (exit status 2 or 1) instead of a traceback.
+        # error as one `Error:` line instead of a traceback (exit status 1 through `j`).
         @driver_group(self)
         def base() -> None:
             """Example custom driver"""
