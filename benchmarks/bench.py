@@ -11,9 +11,9 @@ them by name and names no unit. It prints the targets it will judge (a `TARGETS`
 every figure, and last a `SUMMARY` line: PASS or FAIL per target, with a reason for each FAIL.
 
 Targets compare a method with the baseline of the same shape, measured in alternation in small
-blocks; each is judged on the median of its per-block ratios (benchkit.Round.pair says why), so
-verdicts hold on a loaded machine. Absolute numbers depend on the machine; compare ratios. Linux
-only: memory figures come from /proc.
+blocks; each FAILs only when the inter-quartile range of its per-block ratios misses the bound
+(benchkit.Target.verdict says why), so verdicts hold on a loaded machine. Absolute numbers depend
+on the machine; compare ratios. Linux only: memory figures come from /proc.
 """
 
 from __future__ import annotations
@@ -195,7 +195,7 @@ def exporter_tree(units: list[Unit], workdir: Path) -> Iterator[DriverClient]:
     log_path = workdir / "exporter.log"
     log = log_path.open("wb")
     process = subprocess.Popen(command, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
-    EXPORTERS.append(process)
+    GROUPS.append(process.pid)
     try:
         deadline = time.monotonic() + 60
         while True:  # the exporter imports for a few seconds before it listens
@@ -208,6 +208,8 @@ def exporter_tree(units: list[Unit], workdir: Path) -> Iterator[DriverClient]:
                 if time.monotonic() > deadline:
                     raise RuntimeError("exporter did not listen within 60 s") from None
                 time.sleep(0.1)
+        # `jmp run` serves from a child it forks into a session (process group) of its own.
+        GROUPS.extend(int(pid) for pid in Path(f"/proc/{process.pid}/task/{process.pid}/children").read_text().split())
         with start_blocking_portal() as portal, ExitStack() as stack:
             # What `jmp shell --tls-grpc HOST:PORT --tls-grpc-insecure` does, with public APIs.
             connect = client_from_path(
@@ -216,19 +218,24 @@ def exporter_tree(units: list[Unit], workdir: Path) -> Iterator[DriverClient]:
             with portal.wrap_async_context_manager(connect) as root:
                 yield root
     finally:
-        # `jmp run` forwards SIGTERM to the exporter it forked (its own process group), then exits.
+        # `jmp run` forwards SIGTERM to the exporter it forked, then exits.
         process.terminate()
-        try:
+        with contextlib.suppress(subprocess.TimeoutExpired):
             process.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(process.pid, signal.SIGKILL)  # jmp run and the exporter it forked
-            process.wait(timeout=5)
+        kill_groups()  # what outlived the SIGTERM: jmp run, or the exporter it forked
+        process.wait(timeout=5)
         log.close()
 
 
-EXPORTERS: list[subprocess.Popen[bytes]] = []
-"""The `jmp run` processes started, each the leader of its own process group (with the exporter it forks)."""
+GROUPS: list[int] = []
+"""Process groups started: each `jmp run`, and the exporter it forked into a session of its own."""
+
+
+def kill_groups() -> None:
+    """SIGKILL every process group started, and forget them."""
+    while GROUPS:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(GROUPS.pop(), signal.SIGKILL)
 
 
 def on_sigterm(signum: int, frame: object) -> None:
@@ -240,9 +247,7 @@ def on_sigterm(signum: int, frame: object) -> None:
 
 def force_exit(status: int) -> None:
     time.sleep(20)  # the unwinding takes a few seconds; a caller may send SIGKILL after 30 (tests/bench_test.py)
-    for process in EXPORTERS:
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(process.pid, signal.SIGKILL)  # jmp run and the exporter it forked
+    kill_groups()
     os._exit(status)
 
 

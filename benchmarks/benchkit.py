@@ -28,7 +28,7 @@ module's stem without `_bench` is its label in the output (`custom`, `driver`). 
 
 Verdicts are made to hold on a loaded machine (see `Round.pair`): a method and its baseline are
 measured in alternation within small blocks (A B B A ...), each block gives one ratio, and a
-target is judged on the median of all its block ratios, printed with their inter-quartile range.
+target FAILs only when the inter-quartile range of its block ratios misses the bound (`Target.verdict`).
 """
 
 from __future__ import annotations
