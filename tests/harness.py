@@ -251,24 +251,50 @@ class Exporter:
 
 
 @contextmanager
-def exporter_process(workdir: Path, overrides: Overrides | None = None, timeout: float = 60.0) -> Iterator[Exporter]:
-    """Run `jmp run` on a free loopback port with the example config; stop it (and its child) however the test ends."""
-    config = write_config(workdir, overrides)
-    port, passphrase = free_port(), secrets.token_urlsafe(16)
-    args = [JMP, "run", "--exporter-config", str(config), "--tls-grpc-listener", f"127.0.0.1:{port}"]
+def jmp_run(
+    workdir: Path,
+    config: Path,
+    passphrase: str | None,
+    address: str | None = None,
+    stop_timeout: float = 20.0,
+    **env: str,
+) -> Iterator[Exporter]:
+    """Start `jmp run` of `config` in `workdir` (log: exporter.log), on `address` or a free loopback port.
+
+    Stopped, with the exporter it forks, however the test ends. Not waited for: `exporter_process` waits
+    until it lists its drivers, `hooked_exporter` until it serves. `env` is added to its environment.
+    """
+    address = address or f"127.0.0.1:{free_port()}"
+    args = [JMP, "run", "--exporter-config", str(config), "--tls-grpc-listener", address, "--tls-grpc-insecure"]
+    args += ["--passphrase", passphrase] if passphrase else []
     log = workdir / "exporter.log"
     with log.open("w") as output:
-        process = start([*args, "--tls-grpc-insecure", "--passphrase", passphrase], cwd=workdir, stdout=output)
-    exporter = Exporter(process, f"127.0.0.1:{port}", passphrase, workdir, config, log)
-    expected = set(exported(yaml.safe_load(config.read_text())))
+        process = start(args, cwd=workdir, stdout=output, env=child_env(**env))
+    exporter = Exporter(process, address, passphrase or "", workdir, config, log)
     child: int | None = None
     try:
         child = exporter.serving_pid
+        yield exporter
+    finally:
+        # The parent forwards SIGTERM to the child's process group; the child closes its drivers (and runs
+        # afterLease, which may take its whole timeout).
+        stop_group(process, signal.SIGTERM, timeout=stop_timeout)
+        if child is not None:
+            with suppress(ProcessLookupError):
+                os.killpg(child, signal.SIGKILL)  # only if it outlived its parent
+
+
+@contextmanager
+def exporter_process(workdir: Path, overrides: Overrides | None = None, timeout: float = 60.0) -> Iterator[Exporter]:
+    """`jmp run` of the example config (with `overrides`), guarded by a passphrase; ready once it lists its drivers."""
+    config = write_config(workdir, overrides)
+    expected = set(exported(yaml.safe_load(config.read_text())))
+    with jmp_run(workdir, config, secrets.token_urlsafe(16)) as exporter:
 
         def ready() -> bool:
             """The exporter answers and lists every driver of its config; one that exited fails at once."""
-            if process.poll() is not None:
-                raise Abort(f"jmp run exited with status {process.returncode}")
+            if exporter.process.poll() is not None:
+                raise Abort(f"jmp run exited with status {exporter.process.returncode}")
             with exporter.client() as client:
                 listed = set(client.children)
                 if listed != expected:
@@ -277,9 +303,33 @@ def exporter_process(workdir: Path, overrides: Overrides | None = None, timeout:
 
         wait_for(ready, timeout=timeout, what="jmp run ready", context=exporter.log_tail)
         yield exporter
-    finally:
-        # The parent forwards SIGTERM to the child's process group; the child closes its drivers.
-        stop_group(process, signal.SIGTERM)
-        if child is not None:
-            with suppress(ProcessLookupError):
-                os.killpg(child, signal.SIGKILL)  # only if it outlived its parent
+
+
+HOOKS_CONFIG = EXAMPLE_CONFIG.parent / "exporter-hooks.yaml"
+SERVING = "Session server started"
+"""jmp run's log line once it serves (Jumpstarter 0.9)."""
+
+
+def hooks_config(**hooks: dict[str, Any]) -> dict[str, Any]:
+    """examples/exporter-hooks.yaml, parsed, with hooks replaced (beforeLease={...}) where given."""
+    config = yaml.safe_load(HOOKS_CONFIG.read_text())
+    config["hooks"] = copy.deepcopy(config["hooks"]) | hooks
+    return config
+
+
+@contextmanager
+def hooked_exporter(workdir: Path, config: dict[str, Any], passphrase: str | None = None) -> Iterator[Exporter]:
+    """`jmp run` of `config` (with hooks), no passphrase unless given; stopped with SIGTERM, so afterLease runs.
+
+    Ready once it serves, not once a client lists its drivers: a client would wait for beforeLease, which
+    may be failing on purpose; a `jmp shell` waits for it itself. The hooks' environment has HOOK_ADDRESS
+    and HOOK_PASSPHRASE, for a hook's `j` over TCP.
+    """
+    workdir.mkdir(parents=True, exist_ok=True)
+    path = workdir / "exporter.yaml"
+    path.write_text(yaml.safe_dump(config, sort_keys=False))
+    address = f"127.0.0.1:{free_port()}"
+    hook_env = {"HOOK_ADDRESS": address, "HOOK_PASSPHRASE": passphrase or ""}
+    with jmp_run(workdir, path, passphrase, address, stop_timeout=90, **hook_env) as exporter:
+        wait_for(lambda: SERVING in exporter.log.read_text(), 60, "jmp run serving", context=exporter.log_tail)
+        yield exporter

@@ -4,7 +4,17 @@
 import signal
 from pathlib import Path
 
-from harness import exporter_process, local_shell, running, start, stop_group, wait_for, write_config
+from harness import (
+    exporter_process,
+    hooked_exporter,
+    hooks_config,
+    local_shell,
+    running,
+    start,
+    stop_group,
+    wait_for,
+    write_config,
+)
 
 ON = "voltage=12.0 V  current=0.5 A  apparent_power=6.0 VA"
 OFF = "voltage=0.0 V  current=0.0 A  apparent_power=0.0 VA"
@@ -36,5 +46,17 @@ def test_client_interrupted_mid_command_ends_the_command(tmp_path: Path):
             child = int(wait_for(lambda: pid_file.read_text().strip(), timeout=60, what="the relay script's child"))
         finally:
             stop_group(client, signal.SIGINT)  # Ctrl-C reaches the terminal's whole process group
+        assert client.returncode != -signal.SIGKILL, "jmp shell ignored Ctrl-C (stop_group had to kill it)"
         wait_for(lambda: not running(child), what="the relay script's child ended", context=exporter.log_tail)
         assert OFF in exporter.shell("j", "power", "read").stdout  # the state did not change
+
+
+def test_example_hooks_power_the_device_for_the_lease(tmp_path: Path):
+    """examples/exporter-hooks.yaml: beforeLease switches the power on (at its configured voltage), afterLease off."""
+    config = hooks_config()
+    with hooked_exporter(tmp_path, config) as exporter:
+        result = exporter.shell("j", "power", "read", passphrase=None, timeout=180)
+        assert result.returncode == 0, result.stdout + exporter.log_tail()
+        assert f"voltage={config['export']['power']['config']['voltage']} V" in result.stdout, result.stdout
+    after = exporter.log.read_text().split("Executing after-lease hook", 1)[-1]
+    assert "power off" in after, exporter.log_tail()  # the driver's log line: afterLease switched it off

@@ -12,8 +12,11 @@ Outside a shell they are skipped: `uv run pytest` runs them through tests/export
 """
 
 import os
+from pathlib import Path
 
 import pytest
+
+HERE = Path(__file__).parent
 
 SHELL_HINT = "hardware tests run inside a jmp shell: uv run jmp shell --exporter-config examples/exporter.yaml -- "
 SHELL_HINT += "pytest tests/hardware"
@@ -27,5 +30,5 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     """
     if "JUMPSTARTER_HOST" not in os.environ:
         for item in items:
-            if "hardware" in item.path.parts:
+            if item.path.is_relative_to(HERE):
                 item.add_marker(pytest.mark.skip(reason=SHELL_HINT))
