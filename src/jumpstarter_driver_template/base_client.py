@@ -26,7 +26,7 @@ import anyio
 import click
 from jumpstarter.client import DriverClient
 from jumpstarter.client.core import DriverError
-from jumpstarter.client.decorators import DriverClickGroup
+from jumpstarter.client.decorators import driver_click_group
 
 
 class BaseClient(DriverClient):
@@ -76,10 +76,8 @@ def driver_group(client: DriverClient) -> Callable[[Callable[..., Any]], click.G
     """Decorator that makes the `j` command group of `client`: upstream's `driver_click_group`, with error reporting."""
 
     def decorator(function: Callable[..., Any]) -> click.Group:
-        # As driver_click_group: the exporter config's `description` replaces the docstring as help text.
-        help_text = client.description or (function.__doc__ or "").strip() or None
-        group = _Group(client, name=function.__name__, callback=function, help=help_text)
-        group.params = getattr(function, "__click_params__", [])
+        group: click.Group = driver_click_group(client)(function)
+        group.command_class = _Command  # what `@group.command()` builds
         return group
 
     return decorator
@@ -97,10 +95,6 @@ class _Command(click.Command):
             raise click.UsageError(_one_line(e), ctx) from None
         except DriverError as e:  # any other error the driver raised
             raise click.ClickException(_one_line(e)) from None
-
-
-class _Group(DriverClickGroup):
-    command_class = _Command
 
 
 def _one_line(error: Exception) -> str:
