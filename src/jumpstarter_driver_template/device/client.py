@@ -15,9 +15,10 @@ from typing import Any
 import anyio
 import click
 from anyio.from_thread import BlockingPortal
+from anyio.streams.buffered import BufferedByteReceiveStream
 
 from ..base_client import BaseClient, driver_group
-from .common import COMMAND_MAX, VOLTS_MAX, DeviceState, Measurement
+from .common import ANSWER_MAX, COMMAND_MAX, VOLTS_MAX, DeviceState, Measurement
 
 
 class ExampleDeviceClient(BaseClient):
@@ -144,9 +145,9 @@ class LineConsole:
 
     def __init__(self, stream: Any, portal: BlockingPortal, timeout: float) -> None:
         self._stream = stream
+        self._lines = BufferedByteReceiveStream(stream)
         self._portal = portal
         self._timeout = timeout
-        self._buffer = bytearray()
         self._out_of_step = False
 
     def exchange(self, line: str) -> str:
@@ -170,14 +171,16 @@ class LineConsole:
         try:
             await self._stream.send(line.encode() + b"\n")
             with anyio.fail_after(self._timeout):
-                while (end := self._buffer.find(b"\n")) < 0:
-                    self._buffer += await self._stream.receive()
+                answer = await self._lines.receive_until(b"\n", ANSWER_MAX)
+            if len(answer) > ANSWER_MAX:  # receive_until returns a longer line that arrived in one piece
+                raise anyio.DelimiterNotFound(ANSWER_MAX)
         except TimeoutError:
             self._out_of_step = True  # a late answer would be taken for the next one
             raise TimeoutError(f"no answer to {line!r} within {self._timeout:g} s") from None
+        except anyio.DelimiterNotFound:
+            self._out_of_step = True
+            raise ConnectionError(f"the answer to {line!r} is longer than {ANSWER_MAX} bytes") from None
         except Exception:
             await self.check_open()
             raise ConnectionError("the console closed") from None
-        answer = bytes(self._buffer[:end]).decode(errors="replace").removesuffix("\r")
-        del self._buffer[: end + 1]
-        return answer
+        return answer.decode(errors="replace").removesuffix("\r")

@@ -12,6 +12,8 @@ VOLTS_MAX = 30.0
 """The instrument's output range is 0 to VOLTS_MAX volts."""
 COMMAND_MAX = 200
 """Longest protocol line a client may send (the instrument reads lines of up to 256 bytes)."""
+ANSWER_MAX = 4096
+"""Longest answer line accepted from the instrument, by the driver and by the raw console."""
 
 Volts = Annotated[float, Field(ge=0, le=VOLTS_MAX)]
 Count = Annotated[int, Field(ge=1, le=10_000)]

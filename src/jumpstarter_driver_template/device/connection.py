@@ -16,8 +16,7 @@ from contextlib import suppress
 import anyio
 from anyio import to_thread
 
-MAX_ANSWER = 4096
-"""Longest answer line accepted from a device."""
+from .common import ANSWER_MAX
 
 
 class DeviceError(RuntimeError):
@@ -83,8 +82,8 @@ class LineConnection:
 
     async def _receive_line(self) -> str:
         while (end := self._buffer.find(b"\n")) < 0:
-            if len(self._buffer) > MAX_ANSWER:
-                raise DeviceError(f"{self.address} sent a line longer than {MAX_ANSWER} bytes")
+            if len(self._buffer) > ANSWER_MAX:
+                raise DeviceError(f"{self.address} sent a line longer than {ANSWER_MAX} bytes")
             await self._wait(anyio.wait_readable)
             try:
                 chunk = self._socket.recv(65536)
@@ -95,6 +94,8 @@ class LineConnection:
             if not chunk:
                 raise DeviceError(f"{self.address} closed the connection")
             self._buffer += chunk
+        if end > ANSWER_MAX:  # a longer line that arrived in one piece
+            raise DeviceError(f"{self.address} sent a line longer than {ANSWER_MAX} bytes")
         line = bytes(self._buffer[:end])
         del self._buffer[: end + 1]
         # Never let a decoding error escape: UnicodeDecodeError is a ValueError (INVALID_ARGUMENT to the client).

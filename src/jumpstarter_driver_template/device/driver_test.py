@@ -6,6 +6,7 @@ import socket
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import suppress
 
 import pytest
 from jumpstarter.client.core import DriverError, DriverInvalidArgument
@@ -13,7 +14,7 @@ from jumpstarter.common.utils import serve
 from jumpstarter.config.exporter import ExporterConfigV1Alpha1DriverInstance
 from pydantic import ValidationError
 
-from .common import DeviceState, Measurement
+from .common import ANSWER_MAX, DeviceState, Measurement
 from .driver import ExampleDevice
 from .simulator import IDN, running
 
@@ -252,6 +253,30 @@ def test_console_exchanges_raw_lines(device, simulator):
         assert simulator.connections == 2
     assert device.get_voltage() == 2.0
     simulator.wait_connections(1)
+
+
+def test_console_refuses_an_answer_longer_than_answer_max():
+    """An answer line longer than ANSWER_MAX is a device error, for the driver and the console alike."""
+    with socket.create_server(("127.0.0.1", 0)) as server:
+        connections: list[socket.socket] = []
+
+        def answer_too_long() -> None:  # the first line of every connection (the driver's own, the console's)
+            with suppress(OSError):
+                while True:
+                    connections.append(server.accept()[0])
+                    connections[-1].makefile("rb").readline()
+                    connections[-1].sendall(b"x" * (ANSWER_MAX + 1) + b"\n")
+
+        threading.Thread(target=answer_too_long, daemon=True).start()
+        device = ExampleDevice(host="127.0.0.1", port=server.getsockname()[1], timeout=0.5)
+        too_long = pytest.raises(ConnectionError, match=f"is longer than {ANSWER_MAX} bytes")
+        with serve(device) as client:
+            with pytest.raises(DriverError, match=f"sent a line longer than {ANSWER_MAX} bytes"):
+                client.identify()
+            with client.console() as console, too_long:
+                console.exchange("*IDN?")
+        for connection in connections:
+            connection.close()
 
 
 def test_console_to_an_unreachable_device_names_the_address():
