@@ -667,4 +667,6 @@ def test_each_example_doc_says_how_to_drop_it(unit: str):
     missing += [name for name in re.findall(r"^(\w+) = ", pyproject, re.M) if f"`{name}`" not in text]
     exporter = "".join(re.findall(block, (ROOT / "examples" / "exporter.yaml").read_text(), re.S))
     missing += [f"{key}:" for key in re.findall(r"^  (\w[\w-]*):", exporter, re.M) if f"`{key}:`" not in text]
+    marked = git(ROOT, "grep", "-l", "-E", rf"unit:([a-z_]+,)*{unit}(,[a-z_]+)*:start").splitlines()
+    missing += [path for path in marked if path != "tests/template_test.py" and f"`{path}`" not in text]
     assert missing == [], f"docs/{unit}.md does not say to remove {missing}"
