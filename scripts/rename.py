@@ -309,7 +309,8 @@ class Substituter:
 
 def rewrite_text(text: str, path: str, new: Names, keep: list[str], description: str, substitute: Substituter) -> str:
     """Apply the markers and the substitutions to one file's text."""
-    values = {"description": description, **{k: getattr(new, k) for k in ("name", "distribution", "package")}}
+    sentence = description if description.endswith((".", "!", "?")) else f"{description}."  # as README's first line
+    values = {"description": sentence, **{k: getattr(new, k) for k in ("name", "distribution", "package")}}
     values.update(camel=new.camel, title=new.title)
     out = []
     blocks: list[tuple[str, bool, int]] = []  # open blocks: (kind, kept, line of its start marker)

@@ -543,6 +543,19 @@ def committed_project(path: Path) -> None:
     git(path, "commit", "-q", "-m", "From the template")
 
 
+@pytest.mark.parametrize(
+    ("data", "problem"),
+    [("name=Acme_Relay", "lowercase letters, digits and hyphens"), ("examples=[]", "choose at least one")],
+)
+def test_copier_refuses_malformed_answers_before_copying(template_repo: TemplateRepo, tmp_path: Path, data, problem):
+    """copier's own validators refuse a malformed name or no example at once: nothing is generated."""
+    answers = ["--vcs-ref", template_repo.newer, "--data", "name=acme-relay", "--data", data]
+    made = copier("copy", *answers, str(template_repo.path), "generated", cwd=tmp_path)
+    assert made.returncode != 0
+    assert problem in made.stderr, explain(made)
+    assert not (tmp_path / "generated").exists()
+
+
 def test_copier_copy_is_the_hand_rename(template_repo: TemplateRepo, tmp_path: Path):
     """`copier copy` asks for the answers and runs the same rename: the same tree as a hand rename, answers aside."""
     data = ["--data", "name=acme-relay", "--data", 'examples=["skeleton","power"]']
