@@ -24,6 +24,7 @@ import importlib
 import json
 import os
 import secrets
+import shutil
 import signal
 import socket
 import statistics
@@ -57,6 +58,8 @@ from jumpstarter.config.exporter import ExporterConfigV1Alpha1DriverInstance  # 
 # all busy ones).
 FULL = Sizes(blocks=1, calls=30, items=100, bytes=32 * MiB, latency=30, rss=256 * MiB, rss_runs=3)
 ROUNDS = 12
+SCRATCH_NEEDED = 2 * 1024 * MiB
+"""Bytes of scratch space a full run uses at its peak (sources, uploads, cards of both modes), with room to spare."""
 QUICK = Sizes(blocks=1, calls=4, items=10, bytes=1 * MiB, latency=4, rss=8 * MiB, rss_runs=1)
 FRAMEWORK = "framework"
 """The label of the figures and targets of the baselines themselves, which every run has."""
@@ -305,8 +308,8 @@ def main() -> None:
     print("TARGETS " + "; ".join(label for label, *_ in judged), flush=True)
 
     figures: Figures = {}
-    # tmpfs when there is one: the upload figures measure the transport, not this machine's disk.
-    scratch = "/dev/shm" if Path("/dev/shm").is_dir() else None
+    # tmpfs when it has room (a container's is 64 MiB): the upload figures measure the transport, not the disk.
+    scratch = "/dev/shm" if Path("/dev/shm").is_dir() and shutil.disk_usage("/dev/shm").free > SCRATCH_NEEDED else None
     with tempfile.TemporaryDirectory(dir=scratch, prefix="jumpstarter-bench-") as tmp, ExitStack() as stack:
         workdir = Path(tmp)
         trees = {}

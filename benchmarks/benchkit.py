@@ -33,6 +33,7 @@ target FAILs only when the inter-quartile range of its block ratios misses the b
 
 from __future__ import annotations
 
+import os
 import statistics
 import time
 from collections.abc import Callable, Mapping
@@ -171,6 +172,20 @@ class Round:
         if not isinstance(client, kind):
             raise TypeError(f"{name} has a {type(client).__name__} client, not a {kind.__name__}")
         return client
+
+    def random_file(self, name: str, size: int) -> Path:
+        """A file of `size` random bytes in this mode's scratch directory, made on first use: a source to send."""
+        path = self.workdir / f"{name}-{size}.bin"
+        if not path.exists():
+            path.write_bytes(os.urandom(size))
+        return path
+
+    def sparse_file(self, name: str, size: int) -> Path:
+        """A sparse file of `size` bytes: reading it costs no memory, so it suits memory figures."""
+        path = self.workdir / name
+        with path.open("wb") as file:
+            file.truncate(size)
+        return path
 
     def series(self, name: str, unit: str, higher_is_better: bool = False) -> Series:
         key = f"{self.mode} {self.unit} {name}"

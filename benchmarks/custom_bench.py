@@ -60,14 +60,6 @@ def drivers(workdir: Path) -> dict[str, Entry]:
     return {"custom": {"type": "custom_bench.CustomBench", "config": config}}
 
 
-def source_file(run: Round, size: int) -> Path:
-    """A file of random bytes to upload, made once per mode (on tmpfs when there is one)."""
-    path = run.workdir / f"custom-source-{size}.bin"
-    if not path.exists():
-        path.write_bytes(os.urandom(size))
-    return path
-
-
 def measure(run: Round) -> None:
     custom, base = run.client("custom", CustomBenchClient), run.baseline
     # Unary calls, each against the baseline of its kind (sync or async) called with the same arguments and
@@ -94,7 +86,7 @@ def measure(run: Round) -> None:
     save = lambda: custom.save_random(os.devnull, size)  # noqa: E731
     run.compare("save_random/ceiling", save, lambda: base.drain(size), per="byte", amount=size)
     run.compare("save_random/naive 64KiB", save, lambda: custom.naive_read(size), per="byte", amount=size)
-    source = source_file(run, size)
+    source = run.random_file("custom-source", size)
     # An upload against a do-nothing upload of the same file: the sink counts the bytes, its client only reads
     # the file. The ratio is what the example adds: sha256 on both ends, the atomic write, the checks.
     upload = lambda: custom.upload(source, "bench.bin")  # noqa: E731
@@ -116,18 +108,17 @@ def measure(run: Round) -> None:
 
 def once(run: Round) -> None:
     custom, size = run.client("custom", CustomBenchClient), run.sizes.rss
-    data = source_file(run, run.sizes.bytes).read_bytes()
+    data = run.random_file("custom-source", run.sizes.bytes).read_bytes()
     for _ in range(3):  # what an upload pays twice per MB (client and driver), to explain its ratio
         start = time.process_time()
         hashlib.sha256(data)
         run.record("sha256 CPU ms/MB", (time.process_time() - start) * 1e3 / (len(data) / 1e6), "ms/MB")
-    sparse = run.workdir / "custom-rss.bin"
-    with sparse.open("wb") as file:
-        file.truncate(size)  # sparse: reading it costs no memory
+    sparse = run.sparse_file("custom-rss.bin", size)
     # Against the framework's own transfer of the same size and direction (see Round.rss_compare).
     base = run.baseline
     run.rss_compare("save_random RSS growth", lambda: custom.save_random(os.devnull, size), lambda: base.drain(size))
     run.rss_compare("upload RSS growth", lambda: custom.upload(sparse, "rss.bin"), lambda: base.sink_file(sparse))
+    (run.workdir / "custom-uploads" / "rss.bin").unlink()  # its pages, on tmpfs, are memory
 
 
 def explain_upload(series: Callable[[str], Series]) -> str:

@@ -87,14 +87,6 @@ def card(workdir: Path) -> Path:
     return workdir / "storage-card.img"
 
 
-def source_file(run: Round, size: int) -> Path:
-    """An image of random bytes, made once per mode (on tmpfs when there is one)."""
-    path = run.workdir / f"storage-source-{size}.bin"
-    if not path.exists():
-        path.write_bytes(os.urandom(size))
-    return path
-
-
 def measure(run: Round) -> None:
     clients = {
         name: run.client(name, StorageMuxFlasherClient) for name in ("storage", "storage_null", "storage_upstream")
@@ -103,7 +95,7 @@ def measure(run: Round) -> None:
     # Twice a byte stream's size: each write pays a fixed 20 ms (the example's CANCEL_GRACE, which a real card's
     # fsync hides; tmpfs syncs at once), and an image is larger than a stream's sample.
     size = 2 * run.sizes.bytes
-    source = str(source_file(run, size))
+    source = str(run.random_file("storage-source", size))
     for _ in range(run.sizes.blocks):
         # One block gives both ratios: the example, the do-nothing write, upstream's mock, then the reverse
         # order (A B C C B A, what Round.pair does for two), each side's figure the median of its two writes.
@@ -125,9 +117,7 @@ def measure(run: Round) -> None:
 def once(run: Round) -> None:
     example, null = run.client("storage", StorageMuxFlasherClient), run.client("storage_null", StorageMuxFlasherClient)
     example.host()
-    sparse = run.workdir / "storage-rss.img"
-    with sparse.open("wb") as file:
-        file.truncate(run.sizes.rss)  # sparse: reading it costs no memory
+    sparse = run.sparse_file("storage-rss.img", run.sizes.rss)
     # Against the do-nothing write of the same file through the same client (see Round.rss_compare).
     run.rss_compare(
         "write RSS growth", lambda: example.write_local_file(str(sparse)), lambda: null.write_local_file(str(sparse))

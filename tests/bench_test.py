@@ -1,39 +1,21 @@
 # mypy: allow-untyped-defs
 """The benchmark runs end to end with whatever example units are present. No figure is checked here."""
 
-import os
 import re
 import signal
-import subprocess
 import sys
-from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
+from harness import ROOT, run
+
 BENCH = ROOT / "benchmarks" / "bench.py"
 VERDICT = re.compile(r" \((<=|>=|<)[0-9.]+ (PASS|FAIL)\b")
 
 
 def run_quick() -> str:
-    """Run `bench.py --quick` (serve() and a real exporter) and return its output; stop it whatever happens."""
-    process = subprocess.Popen(
-        [sys.executable, str(BENCH), "--quick"],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-        start_new_session=True,
-    )
-    try:
-        output, _ = process.communicate(timeout=180)
-    finally:
-        if process.poll() is None:
-            os.killpg(process.pid, signal.SIGTERM)  # bench.py stops its exporter on SIGTERM
-            try:
-                process.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                os.killpg(process.pid, signal.SIGKILL)
-                process.wait(timeout=10)
-    assert process.returncode == 0, output
-    return output
+    """Run `bench.py --quick` (serve() and a real exporter) and return its output; SIGTERM stops its exporter."""
+    result = run([sys.executable, str(BENCH), "--quick"], timeout=180, stop=signal.SIGTERM)
+    assert result.returncode == 0, result.stdout
+    return result.stdout
 
 
 def test_bench_quick_judges_every_target_it_announces():

@@ -134,18 +134,26 @@ def start(args: list[str], cwd: Path = ROOT, **kwargs: Any) -> subprocess.Popen:
 
 
 def run(
-    args: list[str], timeout: float = 90.0, context: Callable[[], str] | None = None, **kwargs: Any
+    args: list[str],
+    timeout: float = 90.0,
+    context: Callable[[], str] | None = None,
+    stop: int = signal.SIGKILL,
+    **kwargs: Any,
 ) -> subprocess.CompletedProcess[str]:
-    """Run a process to completion (output merged into stdout); kill its session if it overruns.
+    """Run a process to completion (output merged into stdout); end its session with `stop` if it overruns.
 
     An overrun fails with the tail of the process's output, followed by `context()` (an exporter's log, say).
+    `stop=signal.SIGTERM` lets a process that started an exporter (in a session of its own) stop it first.
     """
     process = start(args, **kwargs)
     try:
         out, _ = process.communicate(timeout=timeout)
     except subprocess.TimeoutExpired:
-        stop_group(process, signal.SIGKILL)
-        out, _ = process.communicate()  # what it wrote before it was killed
+        stop_group(process, stop)
+        try:
+            out, _ = process.communicate(timeout=10)  # what it wrote before it was stopped
+        except subprocess.TimeoutExpired:
+            out = "(no output: a process in a session of its own still holds it open)"
         tail = "\n".join(out.splitlines()[-LOG_TAIL:])
         extra = f"\n{context()}" if context else ""
         raise AssertionError(
