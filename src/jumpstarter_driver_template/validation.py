@@ -37,7 +37,9 @@ Method = TypeVar("Method", bound=Callable[..., Any])
 
 def validate(method: Method) -> Method:
     """Check the arguments (and the result, for unary calls) of an exported method against its annotations."""
-    names = list(inspect.signature(method).parameters)  # `self` first, as pydantic counts positions
+    # The parameters a position can name, `self` first, as pydantic counts positions (not *args, **kwargs).
+    positional = (inspect.Parameter.POSITIONAL_ONLY, inspect.Parameter.POSITIONAL_OR_KEYWORD)
+    names = [name for name, p in inspect.signature(method).parameters.items() if p.kind in positional]
     if inspect.isasyncgenfunction(method):
         checked = validate_call(method)  # calling it checks the arguments, then returns the generator
 
@@ -86,7 +88,7 @@ def _describe(problem: Any, names: list[str]) -> str:
     """One problem, as `name: what is wrong (got value)`; `name.field` inside a model argument."""
     where, *inside = problem["loc"]
     if isinstance(where, int):  # a position, counted from `self`
-        where = names[where] if where < len(names) and names[where] not in ("self", "args") else f"argument {where}"
+        where = names[where] if 0 < where < len(names) else f"argument {where}"
     where = ".".join([where, *map(str, inside)])
     # reprlib shortens a huge value: error messages travel in gRPC metadata, capped at 16 KiB.
     got = "" if problem["type"] == "missing_argument" else f" (got {reprlib.repr(problem['input'])})"
