@@ -80,9 +80,7 @@ class ExampleDevice(PowerSupplyInterface, Driver):
     # connection: its answer may still arrive, and must not be read as the answer to the next command.
     async def _exchange(self, command: str, check: bool = True) -> str:
         async with self._lock:
-            # In a task of its own: a client leaving mid-connect (gRPC's cancellation cuts through anyio's
-            # shields) would otherwise drop the socket the worker thread returns; there, it is stored and reused.
-            connection = await to_completion(self._connected)
+            connection = await self._connected()
             try:
                 with anyio.fail_after(self.timeout):
                     answer = await connection.exchange(command)
@@ -103,10 +101,16 @@ class ExampleDevice(PowerSupplyInterface, Driver):
             self.logger.info("%s closed the connection or sent unasked data: reconnecting", self._address)
             self._drop(self._connection)
         if self._connection is None:
-            assert self.host is not None and self.port is not None  # checked in __post_init__
-            self._connection = await LineConnection.open(self.host, self.port, self.connect_timeout)
-            self.logger.debug("connected to %s", self._address)
+            # In a task of its own, which stores the connection: gRPC's cancellation of a client leaving
+            # mid-connect cuts through anyio's shields here, and would drop the socket the worker thread returns.
+            await to_completion(self._connect)
+        assert self._connection is not None
         return self._connection
+
+    async def _connect(self) -> None:
+        assert self.host is not None and self.port is not None  # checked in __post_init__
+        self._connection = await LineConnection.open(self.host, self.port, self.connect_timeout)
+        self.logger.debug("connected to %s", self._address)
 
     def _drop(self, connection: LineConnection) -> None:
         connection.close()
