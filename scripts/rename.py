@@ -84,7 +84,7 @@ EXAMPLES: dict[str, tuple[str, str]] = {
     ),
     "device": (
         f"{P}/device/ tests/device_test.py tests/hardware/device_test.py benchmarks/device_bench.py docs/device.md",
-        "base_client validation cancellation",
+        "base_client validation cancellation lifecycle",
     ),
     "board": (
         f"{P}/board/ tests/board_test.py tests/hardware/board_test.py docs/board.md",
@@ -100,6 +100,7 @@ EXAMPLES: dict[str, tuple[str, str]] = {
 SUPPORT: dict[str, tuple[str, str]] = {
     "commands": (f"{P}/commands.py {P}/commands_test.py", "cancellation"),
     "cancellation": (f"{P}/cancellation.py {P}/cancellation_test.py", ""),
+    "lifecycle": (f"{P}/lifecycle.py {P}/lifecycle_test.py", ""),
     "base_client": (f"{P}/base_client.py {P}/base_client_test.py", ""),
     "batching": (f"{P}/batching.py {P}/batching_test.py", ""),
     "validation": (f"{P}/validation.py {P}/validation_test.py", ""),

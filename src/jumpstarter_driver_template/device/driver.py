@@ -8,8 +8,7 @@ interface.py declares what this driver and ExampleDeviceModel (model.py) both ex
 from __future__ import annotations
 
 import reprlib
-import threading
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager, contextmanager
 from dataclasses import field
 
@@ -20,6 +19,7 @@ from pydantic import ConfigDict, Field, TypeAdapter
 from pydantic.dataclasses import dataclass
 
 from ..cancellation import to_completion
+from ..lifecycle import run_async_bounded
 from ..validation import validate
 from .common import Command, DeviceState, Measurement, Volts
 from .connection import DeviceError, LineConnection
@@ -236,14 +236,14 @@ class ExampleDevice(PowerSupplyInterface, Driver):
         if self._connection is not None:
             self._drop(self._connection)  # sync: LineConnection can close without awaiting
         seconds = self.connect_timeout + self.timeout
-        error = _run_async_bounded(self._output_off, seconds)
+        error = run_async_bounded(self._output_off, seconds)
         if error is None:
             self.logger.debug("%s: output of %s off", when, self._address)
         else:
             self.logger.warning("%s: could not switch the output of %s off: %s", when, self._address, error)
 
     async def _output_off(self) -> None:
-        """Output off over a connection of its own, on the private event loop of _run_async_bounded."""
+        """Output off over a connection of its own, on the private event loop of run_async_bounded."""
         assert self.host is not None and self.port is not None
         connection = await LineConnection.open(self.host, self.port, self.connect_timeout)
         try:
@@ -255,27 +255,3 @@ class ExampleDevice(PowerSupplyInterface, Driver):
             connection.close()
         if answer != "OK":
             raise DeviceError(f"answered 'OUTP OFF' with {reprlib.repr(answer)}")
-
-
-def _run_async_bounded(function: Callable[[], Awaitable[None]], seconds: float) -> BaseException | None:
-    """Run `function` to completion on an event loop of its own in a helper thread; return its error, if any.
-
-    reset() and close() are sync and, in Jumpstarter 0.9, run on the exporter's event loop thread: they cannot
-    `await`, `anyio.from_thread.run` refuses (not a worker thread) and `anyio.run` refuses (a loop already runs in
-    this thread). A thread with a loop of its own can await. The exporter's loop waits for it meanwhile, so the
-    wait is bounded: `function` must bound itself (fail_after) to `seconds`; past one more second we stop waiting.
-    """
-    errors: list[BaseException] = []
-
-    def run() -> None:
-        try:
-            anyio.run(function)
-        except BaseException as e:
-            errors.append(e)
-
-    helper = threading.Thread(target=run, name="device lifecycle", daemon=True)
-    helper.start()
-    helper.join(seconds + 1)
-    if helper.is_alive():
-        return TimeoutError(f"still running after {seconds + 1:g} s")
-    return errors[0] if errors else None
