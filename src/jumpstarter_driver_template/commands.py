@@ -59,6 +59,9 @@ GRACE = 0.5
 READ_MAX = 256 * 1024
 """Bytes read at once from a pipe or a stream: a chunk per gRPC message, big enough for the framework's speed."""
 
+SOCKET_BUFFER = 1024 * 1024
+"""Bytes a console tool may write ahead of the reader (the kernel caps it at net.core.wmem_max)."""
+
 _groups: dict[int, int] = {}
 """Process groups this process started and has not ended yet: pgid -> the pid of the process that started it."""
 
@@ -122,7 +125,7 @@ async def _run(key: str, command: list[str], timeout: float) -> str:
 
 
 @asynccontextmanager
-async def attach(key: str, command: list[str], log: logging.Logger = logger) -> AsyncIterator[ByteStream]:
+async def attach(key: str, command: list[str], log: logging.Logger = logger) -> AsyncIterator[ChunkedStream]:
     """Run `command` with its stdin and stdout as the yielded byte stream; end its group when the block ends.
 
     For tools whose stdin and stdout are the device (`ipmitool sol activate`, `ssh console-server`). The
@@ -135,6 +138,8 @@ async def attach(key: str, command: list[str], log: logging.Logger = logger) -> 
     # A socket pair rather than two pipes: one stream both ways, a half-close (send_eof) the tool sees as
     # EOF on stdin, and one shutdown() that ends the reading side whoever else still holds the other end.
     ours, theirs = socket.socketpair()
+    for end in (ours, theirs):
+        end.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, SOCKET_BUFFER)
     err_read, err_write = os.pipe()
     try:
         with anyio.CancelScope(shield=True):
@@ -156,27 +161,31 @@ async def attach(key: str, command: list[str], log: logging.Logger = logger) -> 
         raise
 
     async def watch() -> None:
-        """Collect stderr; once the tool exits, end its group and the stream's reading side (EOF)."""
-        async with anyio.create_task_group() as group:
-            group.start_soon(_drain, err_read, stderr)
-            await process.wait()
-            await _end_group(process)
-            group.cancel_scope.cancel()
-        with suppress(OSError):
-            ours.shutdown(socket.SHUT_RD)
+        """Collect stderr until the tool exits or the block ends; then end its group, and the stream (EOF)."""
+        try:
+            async with anyio.create_task_group() as group:
+                group.start_soon(_drain, err_read, stderr)
+                await process.wait()
+                group.cancel_scope.cancel()
+        finally:
+            # Here, in a task started before the block: the block ends when gRPC cancels the stream's call
+            # (the client left, the exporter stops), with asyncio's own cancellation, which cuts through a
+            # shield in the block's task and kills a task started then before it runs. This task gets anyio's.
+            with anyio.CancelScope(shield=True):
+                await _end_group(process)
+                with suppress(OSError):
+                    ours.shutdown(socket.SHUT_RD)  # EOF, even if a daemon outside the group holds the other end
+                await process.aclose()
 
     try:
         async with anyio.create_task_group() as group:
             group.start_soon(watch)
             try:
-                yield ChunkedStream(stream)
+                yield ChunkedStream(stream, process.pid)
             finally:
                 group.cancel_scope.cancel()
     finally:
-        with anyio.CancelScope(shield=True):
-            await _end_group(process)
-            await process.aclose()
-            await stream.aclose()
+        ours.close()  # anyio's stream reads the socket itself: closing it is all its aclose() would do
         stderr.read_available(err_read)
         os.close(err_read)
         text = stderr.text()
@@ -187,8 +196,10 @@ class ChunkedStream(ByteStream):
     """A byte stream read in chunks of up to READ_MAX: Jumpstarter forwards a stream with `receive()`'s
     default size, which is 64 KiB for anyio's sockets; at 256 KiB a message the framework goes 2-3x faster."""
 
-    def __init__(self, stream: ByteStream) -> None:
+    def __init__(self, stream: ByteStream, group: int | None = None) -> None:
         self._stream = stream
+        self.group = group
+        """The process group of the tool behind the stream, if there is one."""
 
     @property
     def extra_attributes(self) -> Mapping[Any, Callable[[], Any]]:
@@ -284,16 +295,22 @@ async def _end_group(process: Process) -> None:
     _groups.pop(process.pid, None)
 
 
+def end_groups(pgids: list[int]) -> None:
+    """End process groups from sync code (a driver's close(), interpreter exit): SIGTERM, up to GRACE, SIGKILL.
+
+    It blocks for up to GRACE (more only on a loaded machine) when a group ignores SIGTERM.
+    """
+    pgids = [pgid for pgid in pgids if _signal_group(pgid, signal.SIGTERM)]
+    deadline = time.monotonic() + GRACE
+    while any(_group_alive(pgid) for pgid in pgids) and time.monotonic() < deadline:
+        time.sleep(0.01)
+    for pgid in pgids:
+        _signal_group(pgid, signal.SIGKILL)
+
+
 def _end_leftovers() -> None:
     """At interpreter exit: end the groups no call got to end (the exporter exited while they were ending)."""
-    leftovers = [pgid for pgid, starter in _groups.items() if starter == os.getpid()]  # not a fork's parent's
-    for pgid in leftovers:
-        _signal_group(pgid, signal.SIGTERM)
-    deadline = time.monotonic() + GRACE
-    while any(_group_alive(pgid) for pgid in leftovers) and time.monotonic() < deadline:
-        time.sleep(0.01)
-    for pgid in leftovers:
-        _signal_group(pgid, signal.SIGKILL)
+    end_groups([pgid for pgid, starter in _groups.items() if starter == os.getpid()])  # not a fork's parent's
     _groups.clear()
 
 
