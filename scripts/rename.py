@@ -97,7 +97,7 @@ EXAMPLES: dict[str, tuple[str, str]] = {
     ),
     "console": (
         f"{P}/console/ tests/console_test.py benchmarks/console_bench.py docs/console.md",
-        "commands validation",
+        "commands",
     ),
 }
 # Modules that several units use: kept when a kept unit needs them.

@@ -1,12 +1,12 @@
 """Run the tools a lab already has (uhubctl, a relay script, ipmitool...) from a driver, and never leave them behind.
 
-Drivers that switch hardware by running commands share this runner (`run_command`), and drivers whose
-device is reached through a tool's stdin and stdout (a console: `ipmitool sol activate`, `ssh`) attach
-to one (`attach`). Each command runs in its own process group (session), so a shell script's children
-belong to it too: when the command times out, when the client goes away mid-call (Ctrl-C on `j ...`:
-gRPC cancels the call), or when the exporter shuts down, the whole group is ended with SIGTERM, then
-SIGKILL after GRACE. Killing only the command would leave `sh -c 'relay on & wait'`'s child still
-switching the relay, racing the next call.
+Drivers that switch hardware by running commands share this runner (`run_command`); a driver that keeps a
+tool running while a client uses it (a console tool, say) starts and ends it with the same primitives
+(`start`, `end_group`, `drain`, `OutputTail`). Each command runs in its own process group (session), so a
+shell script's children belong to it too: when the command times out, when the client goes away mid-call
+(Ctrl-C on `j ...`: gRPC cancels the call), or when the exporter shuts down, the whole group is ended with
+SIGTERM, then SIGKILL after GRACE. Killing only the command would leave `sh -c 'relay on & wait'`'s child
+still switching the relay, racing the next call.
 
 The bounds, and what they cost:
 - A command is done when it exits. Its group is ended then; what the group wrote is read, and nothing
@@ -15,11 +15,12 @@ The bounds, and what they cost:
   call and the exporter, as it would outlive the shell you started it from.
 - Output is kept as a tail: the last OUTPUT_TAIL bytes of stdout and of stderr, however much the
   command writes; the exporter's log gets that tail of a failure's stderr, the client STDERR_TAIL.
-- On SIGTERM, `jmp run` (0.9) stops its gRPC server with a grace of 1 s for pending calls, cancels
-  them, and exits soon after, without waiting for what the cancelled calls clean up. GRACE is shorter
-  than the time left then, so the SIGTERM-then-SIGKILL sequence normally ends inside it; a group that
-  is still alive when the interpreter exits gets SIGTERM, GRACE, then SIGKILL from an exit handler.
-  Measured (tests/console_test.py, a command that ignores SIGTERM): see docs/console.md.
+- SIGTERM to `jmp run` (measured on 0.9.0, a tool that ignores SIGTERM): `jmp run` forwards it to its
+  serving child, which gives running calls 1.0 s (gRPC's stop grace), cancels them, and leaves its event
+  loop 0.1-0.15 s later, without waiting for what they clean up. The runner's SIGTERM goes out at the
+  cancellation; the loop ends before GRACE is over, so an exit handler ends every group still registered:
+  SIGTERM, up to GRACE, SIGKILL. The groups were gone 1.6-1.7 s after SIGTERM to `jmp run` (bound: 1.0 +
+  0.15 + GRACE s, plus scheduling delays), before it exited (4-6.5 s). Only SIGKILL of the exporter skips it.
 """
 
 from __future__ import annotations
@@ -30,16 +31,13 @@ import logging
 import os
 import shlex
 import signal
-import socket
 import subprocess
 import time
-from collections.abc import AsyncIterator, Callable, Mapping
-from contextlib import asynccontextmanager, suppress
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated
 
 import anyio
-from anyio.abc import ByteStream, Process, UNIXSocketStream
+from anyio.abc import Process
 from pydantic import Field
 
 from .cancellation import to_completion
@@ -56,11 +54,8 @@ OUTPUT_TAIL = 16 * 1024
 """Bytes kept of a command's stdout and of its stderr (the last ones): what it returns and what the log gets."""
 GRACE = 0.5
 """Seconds a command's process group has to exit after SIGTERM before it gets SIGKILL."""
-READ_MAX = 256 * 1024
-"""Bytes read at once from a pipe or a stream: a chunk per gRPC message, big enough for the framework's speed."""
-
-SOCKET_BUFFER = 1024 * 1024
-"""Bytes a console tool may write ahead of the reader (the kernel caps it at net.core.wmem_max)."""
+READ_MAX = 64 * 1024
+"""Bytes read at once from a command's pipe."""
 
 _groups: dict[int, int] = {}
 """Process groups this process started and has not ended yet: pgid -> the pid of the process that started it."""
@@ -78,7 +73,7 @@ async def run_command(key: str, command: list[str], timeout: float) -> str:
 
 async def _run(key: str, command: list[str], timeout: float) -> str:
     described = f"{key} {shlex.join(command)}"
-    stdout, stderr = _Tail(), _Tail()
+    stdout, stderr = OutputTail(), OutputTail()
     # Pipes of our own, not anyio's: after the command exits, "read what is there now" must not wait for
     # the writer's end to close, and that takes a non-blocking read of the file descriptor.
     out_read, out_write = os.pipe()
@@ -88,7 +83,7 @@ async def _run(key: str, command: list[str], timeout: float) -> str:
         # cancellation is taken at the next await, where the finally below ends the process group.
         # No stdin: in local mode the exporter's stdin is the user's terminal.
         with anyio.CancelScope(shield=True):
-            process = await _start(described, command, stdin=subprocess.DEVNULL, stdout=out_write, stderr=err_write)
+            process = await start(described, command, stdin=subprocess.DEVNULL, stdout=out_write, stderr=err_write)
     except BaseException:
         os.close(out_read)
         os.close(err_read)
@@ -99,10 +94,10 @@ async def _run(key: str, command: list[str], timeout: float) -> str:
     try:
         with anyio.fail_after(timeout):
             async with anyio.create_task_group() as group:
-                group.start_soon(_drain, out_read, stdout)
-                group.start_soon(_drain, err_read, stderr)
+                group.start_soon(drain, out_read, stdout)
+                group.start_soon(drain, err_read, stderr)
                 await process.wait()
-                await _end_group(process)
+                await end_group(process)
                 group.cancel_scope.cancel()  # done: a daemon outside the group may hold the pipes for ever
         # The group is gone: what it wrote is in the pipes, and whatever comes later is not the command's.
         stdout.read_available(out_read)
@@ -111,7 +106,7 @@ async def _run(key: str, command: list[str], timeout: float) -> str:
         raise TimeoutError(f"{described} timed out after {timeout:g} s") from None
     finally:
         with anyio.CancelScope(shield=True):
-            await _end_group(process)
+            await end_group(process)
             await process.aclose()
         os.close(out_read)
         os.close(err_read)
@@ -124,101 +119,7 @@ async def _run(key: str, command: list[str], timeout: float) -> str:
     return stdout.text(strip=False)
 
 
-@asynccontextmanager
-async def attach(key: str, command: list[str], log: logging.Logger = logger) -> AsyncIterator[ChunkedStream]:
-    """Run `command` with its stdin and stdout as the yielded byte stream; end its group when the block ends.
-
-    For tools whose stdin and stdout are the device (`ipmitool sol activate`, `ssh console-server`). The
-    bytes pass as they are, and the stream applies back-pressure: a reader that stops reading stops the
-    tool at the socket's buffer, nothing piles up here. When the tool exits, its group is ended and the
-    stream ends (EOF), even if a daemon it left holds the socket. Its stderr is logged (the last
-    OUTPUT_TAIL bytes) with its exit status. A program that cannot start raises RuntimeError.
-    """
-    described = f"{key} {shlex.join(command)}"
-    # A socket pair rather than two pipes: one stream both ways, a half-close (send_eof) the tool sees as
-    # EOF on stdin, and one shutdown() that ends the reading side whoever else still holds the other end.
-    ours, theirs = socket.socketpair()
-    for end in (ours, theirs):
-        end.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, SOCKET_BUFFER)
-    err_read, err_write = os.pipe()
-    try:
-        with anyio.CancelScope(shield=True):
-            process = await _start(described, command, stdin=theirs, stdout=theirs, stderr=err_write)
-    except BaseException as e:
-        if isinstance(e, RuntimeError):  # a stream's error reaches a 0.9 client without its message: log it
-            log.error("%s", e)
-        ours.close()
-        os.close(err_read)
-        raise
-    finally:
-        theirs.close()
-        os.close(err_write)
-    stderr = _Tail()
-    try:
-        stream = await UNIXSocketStream.from_socket(ours)
-    except BaseException:
-        ours.close()
-        raise
-
-    async def watch() -> None:
-        """Collect stderr until the tool exits or the block ends; then end its group, and the stream (EOF)."""
-        try:
-            async with anyio.create_task_group() as group:
-                group.start_soon(_drain, err_read, stderr)
-                await process.wait()
-                group.cancel_scope.cancel()
-        finally:
-            # Here, in a task started before the block: the block ends when gRPC cancels the stream's call
-            # (the client left, the exporter stops), with asyncio's own cancellation, which cuts through a
-            # shield in the block's task and kills a task started then before it runs. This task gets anyio's.
-            with anyio.CancelScope(shield=True):
-                await _end_group(process)
-                with suppress(OSError):
-                    ours.shutdown(socket.SHUT_RD)  # EOF, even if a daemon outside the group holds the other end
-                await process.aclose()
-
-    try:
-        async with anyio.create_task_group() as group:
-            group.start_soon(watch)
-            try:
-                yield ChunkedStream(stream, process.pid)
-            finally:
-                group.cancel_scope.cancel()
-    finally:
-        ours.close()  # anyio's stream reads the socket itself: closing it is all its aclose() would do
-        stderr.read_available(err_read)
-        os.close(err_read)
-        text = stderr.text()
-        log.info("%s exited with status %s%s", described, process.returncode, f": {text}" if text else "")
-
-
-class ChunkedStream(ByteStream):
-    """A byte stream read in chunks of up to READ_MAX: Jumpstarter forwards a stream with `receive()`'s
-    default size, which is 64 KiB for anyio's sockets; at 256 KiB a message the framework goes 2-3x faster."""
-
-    def __init__(self, stream: ByteStream, group: int | None = None) -> None:
-        self._stream = stream
-        self.group = group
-        """The process group of the tool behind the stream, if there is one."""
-
-    @property
-    def extra_attributes(self) -> Mapping[Any, Callable[[], Any]]:
-        return self._stream.extra_attributes
-
-    async def receive(self, max_bytes: int = READ_MAX) -> bytes:
-        return await self._stream.receive(max_bytes)
-
-    async def send(self, item: bytes) -> None:
-        await self._stream.send(item)
-
-    async def send_eof(self) -> None:
-        await self._stream.send_eof()
-
-    async def aclose(self) -> None:
-        await self._stream.aclose()
-
-
-async def _start(described: str, command: list[str], **files: object) -> Process:
+async def start(described: str, command: list[str], **files: object) -> Process:
     """Start `command` in a session of its own and register its group; a program that cannot start is RuntimeError."""
     try:
         process = await anyio.open_process(command, start_new_session=True, **files)  # type: ignore[arg-type]
@@ -228,7 +129,7 @@ async def _start(described: str, command: list[str], **files: object) -> Process
     return process
 
 
-class _Tail:
+class OutputTail:
     """The last OUTPUT_TAIL bytes of an output, however long it runs."""
 
     def __init__(self) -> None:
@@ -236,6 +137,7 @@ class _Tail:
         self.dropped = 0
 
     def add(self, chunk: bytes) -> None:
+        """Append output, dropping what falls out of the tail."""
         self._data += chunk
         if len(self._data) > 2 * OUTPUT_TAIL:  # trim in batches: amortized, not on every chunk
             cut = len(self._data) - OUTPUT_TAIL
@@ -258,6 +160,7 @@ class _Tail:
             self.add(chunk)
 
     def text(self, strip: bool = True) -> str:
+        """The tail as text (undecodable bytes replaced), preceded by the count of bytes dropped before it."""
         data = bytes(self._data[-OUTPUT_TAIL:])
         dropped = self.dropped + len(self._data) - len(data)
         text = data.decode(errors="replace")
@@ -265,7 +168,7 @@ class _Tail:
         return f"[{dropped} bytes before] {text}" if dropped else text
 
 
-async def _drain(fd: int, tail: _Tail) -> None:
+async def drain(fd: int, tail: OutputTail) -> None:
     """Read a pipe into `tail` until its end (or until cancelled: the caller reads the rest)."""
     os.set_blocking(fd, False)
     while True:
@@ -279,7 +182,7 @@ async def _drain(fd: int, tail: _Tail) -> None:
         tail.add(chunk)
 
 
-async def _end_group(process: Process) -> None:
+async def end_group(process: Process) -> None:
     """End the command's process group: SIGTERM, up to GRACE seconds for all of it to exit, then SIGKILL."""
     if _signal_group(process.pid, signal.SIGTERM):
         with anyio.move_on_after(GRACE):

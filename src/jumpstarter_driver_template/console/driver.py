@@ -23,7 +23,8 @@ from jumpstarter.driver import Driver, exportstream
 from pydantic import ConfigDict, Field, model_validator
 from pydantic.dataclasses import dataclass
 
-from ..commands import ChunkedStream, Command, attach, end_groups
+from ..commands import Command, end_groups
+from .tool import ChunkedStream, attach
 
 SIMULATOR = [sys.executable, "-m", "jumpstarter_driver_template.console.simulator"]
 """The simulated device console (simulator.py), run as the tool: the same path as a real tool's."""
