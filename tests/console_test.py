@@ -52,6 +52,8 @@ def test_j_console_start_console_in_a_terminal(exporter):
         shell.expect_exact(UNAME)
         shell.send("\x02\x02\x02")
         shell.expect(pexpect.EOF)
+    except pexpect.ExceptionPexpect as e:
+        raise AssertionError(f"{e}\n{exporter.log_tail()}") from None
     finally:
         shell.close(force=True)
     assert shell.exitstatus == 0, shell.before
