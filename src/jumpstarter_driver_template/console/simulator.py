@@ -12,7 +12,6 @@ sent (not the password), ends lines with "\\r\\n", takes "\\r" or "\\n" as Enter
 
     uname -a        Linux simdevice 6.1.0-sim #1 SMP PREEMPT aarch64 GNU/Linux
     echo WORDS      WORDS
-    flood BYTES     BYTES bytes of output (for throughput figures)
     exit            back to the login prompt
     poweroff        the console ends (EOF), as a device powering off ends its session
 
@@ -47,8 +46,6 @@ LOGIN = f"{HOSTNAME} login: ".encode()
 PROMPT = f"{USER}@{HOSTNAME}:~# ".encode()
 LINE_MAX = 4096
 """Bytes kept of one input line (a terminal's line buffer is bounded too); the rest is dropped."""
-FLOOD_CHUNK = 256 * 1024
-FLOOD_MAX = 1 << 30
 
 
 class Console:
@@ -119,11 +116,6 @@ class Console:
             yield UNAME.encode() + b"\r\n"
         elif name == b"echo":
             yield rest + b"\r\n"
-        elif name == b"flood" and rest.isdigit() and int(rest) <= FLOOD_MAX:
-            remaining, chunk = int(rest), b"x" * FLOOD_CHUNK
-            while remaining > 0:
-                yield chunk[:remaining]
-                remaining -= FLOOD_CHUNK
         elif name in (b"exit", b"logout"):
             self._state = "login"
             yield b"logout\r\n\r\n" + LOGIN
