@@ -3,6 +3,8 @@
 
 import os
 import signal
+import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -116,6 +118,26 @@ def test_failure_logs_the_whole_short_stderr(caplog: pytest.LogCaptureFixture):
         anyio.run(run_command, "probe", script, 10)
     assert str(error.value).partition("exited with status 3: ")[2] == "..." + "0" * STDERR_TAIL
     assert "first line\n" + "0" * STDERR_TAIL in caplog.text
+
+
+EXITS_MID_COMMAND = """
+import pathlib, sys, threading, time
+import anyio
+from jumpstarter_driver_template.commands import run_command
+
+threading.Thread(target=anyio.run, args=(run_command, "on_command", sys.argv[2:], 60), daemon=True).start()
+pid = pathlib.Path(sys.argv[1])
+while not (pid.exists() and pid.read_text().strip()):
+    time.sleep(0.01)
+"""  # then the interpreter exits while the command runs, its event loop never resumed
+
+
+def test_a_process_that_exits_mid_command_ends_its_group(tmp_path: Path):
+    """An exporter that exits while a command runs (jmp run leaves its loop 0.1 s after cancelling calls) ends it."""
+    pid_file = tmp_path / "pid"
+    command = [sys.executable, "-c", EXITS_MID_COMMAND, str(pid_file), *spawner(pid_file, ignore_term=True)]
+    subprocess.run(command, timeout=60, check=True)
+    assert not running(int(pid_file.read_text()))
 
 
 def test_child_ignoring_sigterm_gets_sigkill_after_the_grace_period(tmp_path: Path):
