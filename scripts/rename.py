@@ -95,6 +95,10 @@ EXAMPLES: dict[str, tuple[str, str]] = {
         "docs/storage.md",
         "commands validation cancellation batching",
     ),
+    "console": (
+        f"{P}/console/ tests/console_test.py benchmarks/console_bench.py docs/console.md",
+        "commands",
+    ),
 }
 # Modules that several units use: kept when a kept unit needs them.
 SUPPORT: dict[str, tuple[str, str]] = {

@@ -291,6 +291,8 @@ def test_renamed_copy_keeps_only_its_units(copies: dict[str, Future[Copy]], sele
     assert leftovers == []
     if "storage" not in kept:  # the storage unit alone depends on jumpstarter-driver-opendal
         assert [path for path in files if "opendal" in (copy.path / path).read_text(errors="replace")] == []
+    if "console" not in kept:  # the console unit alone depends on jumpstarter-driver-pyserial
+        assert [path for path in files if "pyserial" in (copy.path / path).read_text(errors="replace")] == []
     assert not (copy.path / "scripts").exists()
     assert not (copy.path / "copier.yml").exists()
     assert not (copy.path / "src" / "jumpstarter_driver_template").exists()

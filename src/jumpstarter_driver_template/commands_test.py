@@ -2,13 +2,16 @@
 """The command runner ends a command's whole process group, however the command ends."""
 
 import os
+import signal
+import subprocess
+import sys
 import time
 from pathlib import Path
 
 import anyio
 import pytest
 
-from .commands import GRACE, STDERR_TAIL, run_command
+from .commands import GRACE, OUTPUT_TAIL, STDERR_TAIL, run_command
 
 
 def running(pid: int) -> bool:
@@ -74,13 +77,67 @@ def test_background_child_holding_the_output_does_not_hold_the_command(tmp_path:
     assert not running(int(pid_file.read_text()))
 
 
-def test_failure_logs_all_of_stderr_and_sends_its_tail(caplog: pytest.LogCaptureFixture):
-    """The client gets the last STDERR_TAIL characters of stderr; the exporter's log keeps all of it."""
+def test_daemon_outside_the_group_does_not_hold_a_finished_command(tmp_path: Path):
+    """A command that exited 0 is done, even when a daemon it started in a session of its own keeps stdout open.
+
+    The daemon is not in the group the runner owns: it is left running, as it would be by a shell.
+    """
+    pid_file = tmp_path / "pid"
+    # The daemon writes its pid once it is in its session; the command exits once the pid is there.
+    daemon = f"setsid sh -c 'echo $$ > {pid_file}; exec sleep 300' &"
+    script = ["sh", "-c", f"{daemon} while [ ! -s {pid_file} ]; do sleep 0.01; done; echo on"]
+    try:
+        assert anyio.run(run_command, "on_command", script, 10) == "on\n"  # not a TimeoutError after 10 s
+        assert running(int(pid_file.read_text()))
+    finally:
+        os.kill(int(pid_file.read_text()), signal.SIGKILL)
+
+
+def test_output_is_kept_and_logged_as_a_bounded_tail(caplog: pytest.LogCaptureFixture):
+    """4 MiB of stdout and of stderr: the result, the log line and the error hold their tails only."""
+    script = [
+        "sh",
+        "-c",
+        "head -c 4194304 /dev/zero | tr '\\0' o; head -c 4194304 /dev/zero | tr '\\0' e >&2; echo end >&2",
+    ]
+    stdout = anyio.run(run_command, "probe", [*script[:2], script[2] + "; exit 0"], 30)
+    assert len(stdout) <= OUTPUT_TAIL + 64 and stdout.endswith("o" * 100)
+    with pytest.raises(RuntimeError) as error:
+        anyio.run(run_command, "probe", [*script[:2], script[2] + "; exit 3"], 30)
+    sent = str(error.value).partition("exited with status 3: ")[2]
+    assert len(sent) == STDERR_TAIL + 3 and sent.endswith("eeeend")
+    [record] = [r for r in caplog.records if "exited with status 3" in r.getMessage()]
+    assert OUTPUT_TAIL < len(record.getMessage()) <= OUTPUT_TAIL + 200
+    assert "bytes before]" in record.getMessage()
+
+
+def test_failure_logs_the_whole_short_stderr(caplog: pytest.LogCaptureFixture):
+    """A short stderr is logged whole; the client gets its last STDERR_TAIL characters."""
     script = ["sh", "-c", f"printf 'first line\\n%0{STDERR_TAIL}d\\n' 0 >&2; exit 3"]
     with pytest.raises(RuntimeError) as error:
         anyio.run(run_command, "probe", script, 10)
     assert str(error.value).partition("exited with status 3: ")[2] == "..." + "0" * STDERR_TAIL
     assert "first line\n" + "0" * STDERR_TAIL in caplog.text
+
+
+EXITS_MID_COMMAND = """
+import pathlib, sys, threading, time
+import anyio
+from jumpstarter_driver_template.commands import run_command
+
+threading.Thread(target=anyio.run, args=(run_command, "on_command", sys.argv[2:], 60), daemon=True).start()
+pid = pathlib.Path(sys.argv[1])
+while not (pid.exists() and pid.read_text().strip()):
+    time.sleep(0.01)
+"""  # then the interpreter exits while the command runs, its event loop never resumed
+
+
+def test_a_process_that_exits_mid_command_ends_its_group(tmp_path: Path):
+    """An exporter that exits while a command runs (jmp run leaves its loop 0.1 s after cancelling calls) ends it."""
+    pid_file = tmp_path / "pid"
+    command = [sys.executable, "-c", EXITS_MID_COMMAND, str(pid_file), *spawner(pid_file, ignore_term=True)]
+    subprocess.run(command, timeout=60, check=True)
+    assert not running(int(pid_file.read_text()))
 
 
 def test_child_ignoring_sigterm_gets_sigkill_after_the_grace_period(tmp_path: Path):

@@ -1,0 +1,1 @@
+"""ExampleConsole: a console as a byte stream. Upstream's PySerialClient is its client (pexpect, `j console`)."""
