@@ -37,9 +37,8 @@ MOCK_POWER = "jumpstarter_driver_power.driver.MockPower"
 
 def on_port(port: int) -> str:
     """The board's `device:` entry: ExampleDevice on the simulator at `port`."""
-    return (
-        f"{{type: {ExampleDevice.__module__}.ExampleDevice, config: {{host: 127.0.0.1, port: {port}, timeout: 0.5}}}}"
-    )
+    resource = f"'TCPIP::127.0.0.1::{port}::SOCKET'"
+    return f"{{type: {ExampleDevice.__module__}.ExampleDevice, config: {{resource: {resource}, timeout: 0.5}}}}"
 
 
 def tree(device: str, extra_children: str = ""):
@@ -146,7 +145,7 @@ def test_a_parent_that_forgets_super_leaves_its_children_alone(simulator):
         def reset(self) -> None:
             self.logger.info("reset, without super()")
 
-    board = ForgetfulBoard(children={"device": ExampleDevice(host=simulator.host, port=simulator.port)})
+    board = ForgetfulBoard(children={"device": ExampleDevice(resource=simulator.resource)})
     with serve(board) as client:
         client.power.on()
         client.portal.call(board.reset)
