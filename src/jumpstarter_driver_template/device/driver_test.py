@@ -6,6 +6,7 @@ import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 
+import anyio
 import pytest
 from jumpstarter.client.core import DriverError, DriverInvalidArgument
 from jumpstarter.common.utils import serve
@@ -14,6 +15,7 @@ from pydantic import ValidationError
 
 from .common import DeviceState, Measurement
 from .driver import ExampleDevice
+from .scpi import DeviceError
 from .simulator import IDN, PROTECTION_MAX, running
 
 
@@ -295,6 +297,19 @@ def test_max_voltage_holds_through_the_console(device, simulator, caplog):
         device.portal.call(stream.send, b"VOLT:PROT 30\nVOLT 30\n")
         wait_for(lambda: "console: refused VOLT:PROT" in caplog.text, "the driver refusing the line")
     assert (simulator.instrument.voltage, simulator.instrument.protection) == (0.0, 24.0)
+
+
+def test_device_error_carries_the_instruments_code_and_text(driver, simulator):
+    """A refused setting raises DeviceError with the instrument's own error code and text, for code that calls the
+    driver in-process (a parent driver, a test); clients get its message."""
+
+    async def refused() -> None:
+        await driver.query("VOLT 31")
+
+    with pytest.raises(DeviceError) as error:
+        anyio.run(refused)
+    assert (error.value.code, error.value.text) == (-222, "Data out of range;31 V is outside 0 to 30 V")
+    driver.close()
 
 
 def test_query_without_an_answer_reports_the_instruments_error(device):

@@ -66,6 +66,7 @@ class ScpiSession:
         self._visa: Any = None  # a pyvisa MessageBasedResource, once open
         self._deadline = float("inf")
         self._prepared = False
+        self._milliseconds = 0
 
     @property
     def connected(self) -> bool:
@@ -170,8 +171,8 @@ class ScpiSession:
         """One VISA read or write, bounded by the instrument's timeout and the caller's deadline."""
         seconds = self._seconds(command)
         milliseconds = max(1, round(seconds * 1000))
-        if self._visa.timeout != milliseconds:
-            self._visa.timeout = milliseconds
+        if self._milliseconds != milliseconds:  # remembered: reading pyvisa's attribute back costs a call per I/O
+            self._visa.timeout = self._milliseconds = milliseconds
         try:
             return function(*args)
         except VisaIOError as e:
@@ -215,6 +216,7 @@ class ScpiSession:
             visa.close()
             raise DeviceError(f"cannot connect to {self.resource}: {os.strerror(error)}")
         self._visa = visa
+        self._milliseconds = round(self.timeout * 1000)
         self._prepared = False
         self._logger.debug("connected to %s", self.resource)
 

@@ -93,6 +93,7 @@ def test_pyvisa_drives_it_the_usual_way(visa, simulator):
         (["FLY", "*CLS", "SYST:ERR?"], '0,"No error"'),
         (["FLY", "VOLT 99", "*ESR?"], "48"),  # command error (32) and execution error (16)
         (["FLY", "*ESR?", "*ESR?"], "0"),  # reading clears it
+        (["FLY", "*CLS", "*ESR?"], "0"),  # and so does *CLS
         (["*OPC", "*ESR?"], "1"),
         (["*OPC?"], "1"),
         (["*ESE 32", "*ESE?"], "32"),
@@ -134,6 +135,17 @@ def test_connections_share_one_instrument(simulator):
         assert exchange(a, "*OPC?") == b"1\n"
         assert exchange(b, "VOLT?\r") == b"5.000\n"  # "\r\n" line endings are accepted
     assert simulator.commands == 3
+
+
+def test_connections_share_one_error_queue(simulator):
+    """An error made on one connection is read on another: the queue is the instrument's, as on a real one."""
+    with (
+        socket.create_connection(("127.0.0.1", simulator.port)) as a,
+        socket.create_connection(("127.0.0.1", simulator.port)) as b,
+    ):
+        a.sendall(b"FLY\n")
+        assert exchange(a, "*OPC?") == b"1\n"
+        assert exchange(b, "SYST:ERR?") == b'-113,"Undefined header"\n'
 
 
 def test_wait_connections_is_woken_by_opens_and_closes(simulator):
