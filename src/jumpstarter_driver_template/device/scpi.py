@@ -71,7 +71,8 @@ class ScpiSession:
     @property
     def connected(self) -> bool:
         """Whether a session is open and the instrument has neither closed it nor sent anything unasked."""
-        return self._visa is not None and self._unread() is None
+        visa = self._visa  # read once: a worker thread may close the session meanwhile
+        return visa is not None and self._unread(visa) is None
 
     def run(self, steps: Callable[[ScpiSession], T], seconds: float = float("inf")) -> T:
         """Run `steps(self)` (its `query`/`write`/`check` calls) as one exchange, within `seconds` overall."""
@@ -158,8 +159,7 @@ class ScpiSession:
         """On a socket, wait until the answer starts arriving: a hang-up fails now, where pyvisa-py would wait out
         its whole timeout on the closed socket."""
         sock = self._socket(self._visa)
-        session = self._visa.visalib.sessions.get(self._visa.session)
-        if sock is None or getattr(session, "_pending_buffer", None):
+        if sock is None or getattr(self._backend_session(self._visa), "_pending_buffer", None):
             return
         seconds = self._seconds(command)
         if not select.select([sock], [], [], seconds)[0]:
@@ -229,22 +229,28 @@ class ScpiSession:
                 self._logger.debug("closing the session to %s: %s", self.resource, e)
 
     @staticmethod
-    def _socket(visa: Any) -> socket.socket | None:
+    def _backend_session(visa: Any) -> Any:
+        """pyvisa-py's own session object behind a resource (None for another backend, or a closed session)."""
+        try:
+            return getattr(visa.visalib, "sessions", {}).get(visa.session)
+        except Exception:  # pyvisa raises InvalidSession for a session closed meanwhile
+            return None
+
+    def _socket(self, visa: Any) -> socket.socket | None:
         """The TCP socket under a pyvisa-py SOCKET session; None for other transports and backends."""
-        session = getattr(visa.visalib, "sessions", {}).get(visa.session)
-        sock = getattr(session, "interface", None)
+        sock = getattr(self._backend_session(visa), "interface", None)
         return sock if isinstance(sock, socket.socket) else None
 
-    def _unread(self) -> str | None:
+    def _unread(self, visa: Any = None) -> str | None:
         """What the instrument did since the last answer, if anything: "sent more", "closed the connection".
 
         pyvisa has no portable "bytes waiting" query for sockets: this looks at what pyvisa-py has buffered and
         peeks at its socket. For other transports it says nothing (None), and answers are checked by parsing only.
         """
-        session = getattr(self._visa.visalib, "sessions", {}).get(self._visa.session)
-        if getattr(session, "_pending_buffer", None):
+        visa = self._visa if visa is None else visa
+        if getattr(self._backend_session(visa), "_pending_buffer", None):
             return "sent more"
-        sock = self._socket(self._visa)
+        sock = self._socket(visa)
         if sock is None:
             return None
         try:
