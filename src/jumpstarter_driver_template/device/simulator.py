@@ -24,8 +24,9 @@ program messages of units separated by `;`, compound headers and the header path
 `MEAS:VOLT?`, a `CURR?` in the same message is `MEAS:CURR?`), common commands, `<NRf>` numbers
 with suffixes and `MIN|MAX|DEF`, `<Boolean>` and the error/event queue. Not covered: block and
 string data, channel suffixes (`OUTP2`), the status subsystem beyond `*ESR?`/`*ESE`, triggering.
-No well-kept Python library implements the *instrument* side of SCPI (pyvisa and its relatives
-are clients), so this part is ours; keep it small when you add your device's commands to COMMANDS.
+The Python SCPI libraries are the *client* side (pyvisa; the `scpi` package, python-scpi, sends
+commands and parses answers over serial or TCP, LGPL, with pyserial): none parses commands as an
+instrument, so this part is ours. Keep it small when you add your device's commands to COMMANDS.
 
 Commands (short forms; `?` queries):
 
