@@ -84,7 +84,7 @@ EXAMPLES: dict[str, tuple[str, str]] = {
     ),
     "device": (
         f"{P}/device/ tests/device_test.py tests/hardware/device_test.py benchmarks/device_bench.py docs/device.md",
-        "base_client validation cancellation lifecycle",
+        "base_client validation",
     ),
     "board": (
         f"{P}/board/ tests/board_test.py tests/hardware/board_test.py docs/board.md",

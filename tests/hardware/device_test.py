@@ -2,6 +2,7 @@
 """The bench power supply, through whatever exporter serves it (see conftest.py for how to run these)."""
 
 import pytest
+from jumpstarter.client.core import DriverError
 from jumpstarter_testing.pytest import JumpstarterTest
 
 
@@ -27,6 +28,16 @@ class TestDevice(JumpstarterTest):
     def test_measurement_stream(self, client):
         """The stream delivers the readings asked for, and ends."""
         assert len(list(client.device.measure_stream(3, 0.1))) == 3
+
+    def test_protection_refuses_more_than_max_voltage(self, client):
+        """The instrument itself refuses a setpoint above the protection the driver programmed (max_voltage)."""
+        client.device.set_output(False)  # nothing reaches the device under test, whatever the instrument does
+        level = float(client.device.query("VOLT:PROT?"))
+        if level >= 30:
+            pytest.skip("max_voltage is the supply's maximum: nothing above it to refuse")
+        with pytest.raises(DriverError, match="refused"):
+            client.device.query(f"VOLT {level + 0.5:.3f}")
+        assert client.device.get_voltage() <= level
 
     def test_console_reaches_the_same_instrument(self, client):
         """The raw console answers like the driver does."""

@@ -9,8 +9,12 @@ that is the only way the children's lifecycle runs. Clients reach children by na
 
 from __future__ import annotations
 
-from collections.abc import AsyncGenerator
+import inspect
+from collections.abc import AsyncGenerator, Callable
+from typing import Annotated, Any
 
+import anyio
+from anyio import to_thread
 from jumpstarter.driver import Driver, export
 from jumpstarter_driver_power.common import PowerReading
 from jumpstarter_driver_power.driver import PowerInterface
@@ -18,9 +22,15 @@ from pydantic import ConfigDict, Field
 from pydantic.dataclasses import dataclass
 
 from ..device.interface import PowerSupplyInterface
+from ..validation import validate
 from .common import BoardTiming
 
 CHILDREN = ("device", "power")
+POLL_SECONDS = 0.2
+"""How long power_cycle waits between two *IDN? attempts (less near the deadline; each attempt is bounded by what
+is left of the wait)."""
+OffSeconds = Annotated[float, Field(ge=0, le=60)]
+ReadyTimeout = Annotated[float, Field(gt=0, le=600)]
 
 
 @dataclass(kw_only=True, config=ConfigDict(extra="forbid"))
@@ -54,6 +64,9 @@ class ExampleBoard(Driver):
             self.children["power"] = DeviceOutputPower(device=device)
         elif not isinstance(power, PowerInterface):
             raise ValueError(f"children: `power` must be a PowerInterface driver, got {type(power).__name__}")
+        # One power-cycle at a time: two overlapping ones would cut each other's off time short, and both report
+        # success for a device that was never off for as long as asked.
+        self._cycling = anyio.Lock()
 
     @classmethod
     def client(cls) -> str:
@@ -66,6 +79,44 @@ class ExampleBoard(Driver):
         """How this bench power-cycles (off time, readiness timeout)."""
         return BoardTiming(off_seconds=self.off_seconds, ready_timeout=self.ready_timeout)
 
+    # A workflow across the children runs here, in the driver, not in the client: one lock serializes it for
+    # every client, and one deadline bounds the whole wait (each attempt gets what is left of it).
+    @export
+    @validate
+    async def power_cycle(self, off_seconds: OffSeconds | None = None, timeout: ReadyTimeout | None = None) -> str:
+        """Power off, wait, power on, then ask *IDN? until the device answers; return its answer."""
+        off_seconds = self.off_seconds if off_seconds is None else off_seconds
+        timeout = self.ready_timeout if timeout is None else timeout
+        # Checked in __post_init__: a PowerInterface and a PowerSupplyInterface driver.
+        power: Any = self.children["power"]
+        device: Any = self.children["device"]
+        async with self._cycling:
+            await _call(power.off)
+            await anyio.sleep(off_seconds)
+            await _call(power.on)
+            deadline = anyio.current_time() + timeout
+            last: Exception | None = None
+            while (left := deadline - anyio.current_time()) > 0:
+                try:
+                    with anyio.fail_after(left):  # the device's exchange takes its own timeout from this deadline
+                        return str(await device.identify())
+                except (NotImplementedError, ValueError):
+                    await _call(power.off)
+                    raise  # not a device still booting: asking again cannot help
+                except Exception as e:  # not answering yet (refused, timed out, garbage): ask again
+                    last = e
+                # Closer to the deadline, ask more often: a device ready just before it is found ready.
+                await anyio.sleep(min(POLL_SECONDS, max((deadline - anyio.current_time()) / 2, 0.01)))
+            # A device that did not come up is left off, not half-booted and powered while nobody watches it.
+            try:
+                await _call(power.off)
+                after = "its power is off again"
+            except Exception as e:
+                after = f"switching its power off failed too: {e}"
+            raise TimeoutError(
+                f"the device did not answer *IDN? within {timeout:g} s after power on; {after}; last error: {last}"
+            )
+
     # Driver.reset()/close() pass the lease's start and end down to the children: a parent that overrides
     # them and forgets super() leaves the power supply's output on and its connection open between leases.
     def reset(self) -> None:
@@ -77,6 +128,14 @@ class ExampleBoard(Driver):
         """Lease end: close every child."""
         self.logger.debug("lease end: closing %s", ", ".join(self.children))
         super().close()
+
+
+async def _call(method: Callable[[], Any]) -> None:
+    """Call a child's method in-process: await an async one; run a sync one (upstream's are) in a worker thread."""
+    if inspect.iscoroutinefunction(method):
+        await method()
+    else:
+        await to_thread.run_sync(method)
 
 
 @dataclass(kw_only=True, config=ConfigDict(extra="forbid", arbitrary_types_allowed=True))

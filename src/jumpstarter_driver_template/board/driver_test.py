@@ -1,9 +1,12 @@
 # mypy: allow-untyped-defs
 """ExampleBoard as the exporter builds it: a tree from YAML, served in-process, its children and its workflow."""
 
+import time
+from concurrent.futures import ThreadPoolExecutor
+
 import pytest
 from click.testing import CliRunner
-from jumpstarter.client.core import DriverMethodNotImplemented
+from jumpstarter.client.core import DriverError, DriverMethodNotImplemented
 from jumpstarter.common.utils import serve
 from jumpstarter.config.exporter import ExporterConfigV1Alpha1DriverInstance
 from jumpstarter_driver_power.client import PowerClient
@@ -12,6 +15,7 @@ from pydantic import ValidationError
 
 from ..device.client import ExampleDeviceClient
 from ..device.driver import ExampleDevice
+from ..device.model import ExampleDeviceModel
 from ..device.simulator import IDN, running
 from .client import ExampleBoardClient
 from .driver import ExampleBoard
@@ -35,11 +39,10 @@ MODEL = "type: jumpstarter_driver_template.device.model.ExampleDeviceModel"
 MOCK_POWER = "jumpstarter_driver_power.driver.MockPower"
 
 
-def on_port(port: int) -> str:
+def on_port(port: int, timeout: float = 0.5) -> str:
     """The board's `device:` entry: ExampleDevice on the simulator at `port`."""
-    return (
-        f"{{type: {ExampleDevice.__module__}.ExampleDevice, config: {{host: 127.0.0.1, port: {port}, timeout: 0.5}}}}"
-    )
+    resource = f"'TCPIP::127.0.0.1::{port}::SOCKET'"
+    return f"{{type: {ExampleDevice.__module__}.ExampleDevice, config: {{resource: {resource}, timeout: {timeout}}}}}"
 
 
 def tree(device: str, extra_children: str = ""):
@@ -110,22 +113,66 @@ def test_power_cycle_waits_for_the_device_to_answer(client, simulator):
     assert simulator.faults.drop == 0
 
 
-def test_power_cycle_gives_up_after_the_timeout(client, simulator):
-    """A device that never answers: a TimeoutError naming the wait and the last error."""
+def test_power_cycle_gives_up_after_the_timeout_with_the_output_off(client, simulator):
+    """A device that never answers: DEADLINE_EXCEEDED naming the wait and the last error, and its power is off."""
     simulator.faults.drop, simulator.faults.only = 10**6, "*IDN?"
-    with pytest.raises(TimeoutError, match=r"did not answer \*IDN\? within 0.5 s after power on; last error: Driver"):
+    message = r"did not answer \*IDN\? within 0.5 s after power on; its power is off again; last error: TCPIP::"
+    with pytest.raises(DriverError, match=message):
         client.board.power_cycle(timeout=0.5)
+    assert simulator.instrument.output is False
 
 
-def test_power_cycle_does_not_retry_what_cannot_change(client, monkeypatch):
+@pytest.mark.parametrize(("fault", "ready_at", "timeout"), [("drop", 0.9, 1.0), ("slow", None, 0.7)])
+def test_ready_timeout_is_one_deadline(simulator, fault, ready_at, timeout):
+    """`ready_timeout` bounds the whole wait, each *IDN? attempt getting what is left: a device that hangs up until
+    0.9 s of 1 s is found ready (not given up early); a silent one fails at 0.7 s, not after the supply's 2 s
+    timeout for one attempt."""
+    setattr(simulator.faults, fault, 10**6)
+    simulator.faults.slow_seconds, simulator.faults.only = 30, "*IDN?"
+    with serve(tree(on_port(simulator.port, timeout=2))) as client:
+        start = time.monotonic()
+        if ready_at is not None:
+            with ThreadPoolExecutor(1) as pool:
+                cycle = pool.submit(client.board.power_cycle, 0, timeout)
+                time.sleep(ready_at)  # the device finishes booting
+                setattr(simulator.faults, fault, 0)
+                assert cycle.result(timeout=10) == IDN
+        else:
+            with pytest.raises(DriverError, match=r"within 0\.7 s after power on"):
+                client.board.power_cycle(0, timeout)
+        elapsed = time.monotonic() - start
+    assert elapsed < timeout + 0.35, f"{elapsed:.2f} s for a {timeout} s deadline"
+
+
+def test_concurrent_power_cycles_are_serialized(client, simulator):
+    """Two clients power-cycling at once: one after the other, each off for its full off_seconds."""
+    with ThreadPoolExecutor(2) as pool:
+        cycles = [pool.submit(client.board.power_cycle, 0.3, 5) for _ in range(2)]
+        assert [cycle.result(timeout=20) for cycle in cycles] == [IDN, IDN]
+    switches = [line for line in simulator.received if line.startswith("OUTP O")]
+    assert switches[-4:] == ["OUTP OFF", "OUTP ON", "OUTP OFF", "OUTP ON"]  # never OFF, OFF, ON, ON
+
+
+def test_power_cycle_does_not_retry_what_cannot_change():
     """An error no boot time fixes (UNIMPLEMENTED, INVALID_ARGUMENT) fails at once, not at the timeout."""
 
-    def unimplemented() -> str:
-        raise DriverMethodNotImplemented("identify is not implemented")
+    class Unidentifiable(ExampleDeviceModel):
+        async def identify(self) -> str:
+            raise NotImplementedError("identify is not implemented")
 
-    monkeypatch.setattr(client.board.device, "identify", unimplemented)
-    with pytest.raises(DriverMethodNotImplemented):
-        client.board.wait_until_ready(timeout=3600)
+    with serve(ExampleBoard(children={"device": Unidentifiable()})) as client:
+        start = time.monotonic()
+        with pytest.raises(DriverMethodNotImplemented):
+            client.power_cycle(0, 600)
+        assert time.monotonic() - start < 5
+        assert client.device.get_output() is False
+
+
+def test_a_ref_does_not_reset_the_supply_twice(root, simulator):
+    """`psu: {ref: board.device}` passes the lease's start to the supply a second time: it resets once."""
+    with serve(root) as client:
+        client.psu.identify()
+    assert list(simulator.received).count("*RST;*CLS") == 1
 
 
 def test_reset_and_close_reach_the_children(root, simulator):
@@ -146,7 +193,7 @@ def test_a_parent_that_forgets_super_leaves_its_children_alone(simulator):
         def reset(self) -> None:
             self.logger.info("reset, without super()")
 
-    board = ForgetfulBoard(children={"device": ExampleDevice(host=simulator.host, port=simulator.port)})
+    board = ForgetfulBoard(children={"device": ExampleDevice(resource=simulator.resource)})
     with serve(board) as client:
         client.power.on()
         client.portal.call(board.reset)
@@ -213,5 +260,7 @@ def test_cli_timeout_is_one_error_line(client, simulator):
     simulator.faults.drop, simulator.faults.only = 10**6, "*IDN?"
     result = CliRunner().invoke(client.board.cli(), ["power-cycle", "--timeout", "0.5"])
     assert result.exit_code == 1, result.output
-    assert result.output.startswith("Error: the device did not answer *IDN? within 0.5 s after power on")
+    assert result.output.startswith(
+        "Error: DriverCall 'power_cycle' failed with gRPC DEADLINE_EXCEEDED: the device did not answer *IDN? within"
+    )
     assert len(result.output.splitlines()) == 1

@@ -18,7 +18,7 @@ from anyio.from_thread import BlockingPortal
 from anyio.streams.buffered import BufferedByteReceiveStream
 
 from ..base_client import BaseClient, driver_group
-from .common import ANSWER_MAX, COMMAND_MAX, VOLTS_MAX, DeviceState, Measurement
+from .common import ANSWER_MAX, COMMAND_MAX, VOLTS_MAX, DeviceState, Measurement, printable, protection_change
 
 
 class ExampleDeviceClient(BaseClient):
@@ -63,12 +63,12 @@ class ExampleDeviceClient(BaseClient):
         return DeviceState.model_validate(self.call("state"))
 
     def query(self, command: str) -> str:
-        """Send one protocol line through the driver's connection and return the answer as it is."""
+        """Send one SCPI line through the driver's session: a query's answer as it is, "" for a setting it took."""
         return self.call("query", command)
 
     @contextmanager
     def console(self, timeout: float = 5.0) -> Iterator[LineConsole]:
-        """Open the instrument's raw line interface (a byte stream on a connection of its own)."""
+        """Open the instrument's raw SCPI interface (a byte stream on a connection of its own)."""
         with self.portal.wrap_async_context_manager(self.stream_async("console")) as stream:
             console = LineConsole(stream, self.portal, timeout)
             self.portal.call(console.check_open)
@@ -121,19 +121,22 @@ class ExampleDeviceClient(BaseClient):
         @base.command()
         @click.argument("command")
         def query(command: str) -> None:
-            """Send COMMAND through the driver and print the answer."""
-            click.echo(self.query(command))
+            """Send an SCPI COMMAND through the driver; print a query's answer."""
+            # Escaped: an instrument's answer is untrusted bytes, and a terminal obeys control sequences.
+            if answer := self.query(command):
+                click.echo(printable(answer))
 
         @base.command()
         @click.argument("lines", nargs=-1)
         @click.option("--timeout", "-t", type=click.FloatRange(0.1, 60), default=5.0, show_default=True, help="Seconds")
         def console(lines: tuple[str, ...], timeout: float) -> None:
-            """Send each LINE (or each line of stdin) to the raw console and print each answer."""
+            """Send each SCPI LINE (or each line of stdin) to the raw console; print each query's answer."""
             source = lines or (line.rstrip("\n") for line in sys.stdin)
             try:
                 with self.console(timeout) as raw:
                     for line in source:
-                        click.echo(raw.exchange(line))
+                        if (answer := raw.exchange(line)) is not None:
+                            click.echo(printable(answer))
             except (TimeoutError, ConnectionError) as e:  # raised here, on the client: not a DriverError
                 raise click.ClickException(str(e)) from None
 
@@ -141,7 +144,7 @@ class ExampleDeviceClient(BaseClient):
 
 
 class LineConsole:
-    """The instrument's raw line interface: `exchange` sends one line and returns the one-line answer."""
+    """The instrument's raw SCPI interface: `exchange` sends one line and returns the answer of a query."""
 
     def __init__(self, stream: Any, portal: BlockingPortal, timeout: float) -> None:
         self._stream = stream
@@ -150,12 +153,17 @@ class LineConsole:
         self._timeout = timeout
         self._out_of_step = False
 
-    def exchange(self, line: str) -> str:
-        """Send `line` and return the answer."""
+    def exchange(self, line: str) -> str | None:
+        """Send `line`; return its answer if it is a query (has a '?'), None for settings (they send none)."""
         if not line.isprintable() or not line.isascii() or not 0 < len(line) <= COMMAND_MAX:
             raise ValueError(f"a console line is 1 to {COMMAND_MAX} printable ASCII characters, got {line[:50]!r}")
+        if header := protection_change(line):  # the driver would refuse it too, by closing the console
+            raise ValueError(f"{header} would change the over-voltage protection, which the bench's max_voltage sets")
         if self._out_of_step:
             raise ValueError("an earlier answer never came: reopen the console")
+        if "?" not in line:
+            self._portal.call(self._send, line)
+            return None
         # One call into the client's event loop per exchange, not one per chunk.
         return self._portal.call(self._exchange, line)
 
@@ -166,6 +174,13 @@ class LineConsole:
         call = getattr(getattr(self._stream, "stream", None), "context", None)
         if call is not None and call.done():
             raise ConnectionError(f"the console did not open: {await call.details()}")
+
+    async def _send(self, line: str) -> None:
+        try:
+            await self._stream.send(line.encode() + b"\n")
+        except Exception:
+            await self.check_open()
+            raise ConnectionError("the console closed") from None
 
     async def _exchange(self, line: str) -> str:
         try:

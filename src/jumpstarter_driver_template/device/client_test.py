@@ -5,6 +5,7 @@ import pytest
 from click.testing import CliRunner
 from jumpstarter.common.utils import serve
 
+from . import simulator as simulator_module
 from .driver import ExampleDevice
 from .simulator import IDN, running
 
@@ -19,7 +20,7 @@ def simulator():
 @pytest.fixture
 def device(simulator):
     """ExampleDevice on the simulator, with a 24 V bench limit, as `j device` sees it."""
-    with serve(ExampleDevice(host=simulator.host, port=simulator.port, timeout=0.5, max_voltage=24)) as client:
+    with serve(ExampleDevice(resource=simulator.resource, timeout=0.5, max_voltage=24)) as client:
         yield client
 
 
@@ -34,11 +35,11 @@ def test_help_lists_the_commands(device):
     """`--help` shows each command's docstring."""
     output = run(device, "--help")
     for line in (
-        "console  Send each LINE (or each line of stdin) to the raw console and...",
+        "console  Send each SCPI LINE (or each line of stdin) to the raw console;...",
         "idn      Print the instrument's identity.",
         "measure  Print measurements of the output's voltage and current.",
         "output   Print whether the output is on, or switch it on or off.",
-        "query    Send COMMAND through the driver and print the answer.",
+        "query    Send an SCPI COMMAND through the driver; print a query's answer.",
         "state    Show the driver's address, connection and running streams.",
         "voltage  Print the voltage setpoint, or set it to VOLTS.",
     ):
@@ -55,13 +56,23 @@ def test_commands(device, simulator):
     assert run(device, "output") == "on\n"
     assert run(device, "measure", "-n", "2", "-i", "0") == "voltage=12.000 V  current=1.200 A\n" * 2
     assert run(device, "query", "OUTP?") == "1\n"
-    assert run(device, "state") == f"address={simulator.address} connected=yes streams=0\n"
+    assert run(device, "query", "VOLT 3") == ""  # a setting: nothing to print, the error queue was empty
+    assert run(device, "state") == f"address={simulator.resource} connected=yes streams=0\n"
 
 
 def test_console_lines_from_arguments_or_stdin(device):
-    """`console LINE...` sends each argument; without arguments it reads lines from stdin."""
-    assert run(device, "console", "VOLT 3", "VOLT?") == "OK\n3.000\n"
-    assert run(device, "console", stdin="*IDN?\nECHO done\n") == f"{IDN}\ndone\n"
+    """`console LINE...` sends each argument; without arguments it reads lines from stdin. Settings print nothing."""
+    assert run(device, "console", "VOLT 3", "VOLT?") == "3.000\n"
+    refused = '-222,"Data out of range;40 V is outside 0 to 30 V"'
+    assert run(device, "console", stdin="*IDN?\nVOLT 40\nSYST:ERR?\n") == f"{IDN}\n{refused}\n"
+
+
+def test_answers_reach_the_terminal_with_control_characters_escaped(device, monkeypatch):
+    """An instrument's answer is untrusted: an OSC sequence or a NUL is printed escaped, by `query` and `console`."""
+    monkeypatch.setattr(simulator_module, "IDN", "Evil\x1b]0;owned\x07,\x00,\x7f,1")
+    escaped = "Evil\\x1b]0;owned\\x07,\\x00,\\x7f,1\n"
+    assert run(device, "query", "*IDN?") == escaped
+    assert run(device, "console", "*IDN?") == escaped
 
 
 @pytest.mark.parametrize(
@@ -72,7 +83,9 @@ def test_console_lines_from_arguments_or_stdin(device):
         (["output", "maybe"], 2, "Invalid value for '[on|off]': 'maybe' is not one of 'on', 'off'."),
         (["measure", "-n", "0"], 2, "Invalid value for '--count' / '-n': 0 is not in the range 1<=x<=10000."),
         (["query", "VOLT 1\tVOLT 2"], 2, "command: String should match pattern"),
-        (["console", "ECHO \t"], 2, "a console line is 1 to 200 printable ASCII characters"),
+        (["console", "VOLT \t"], 2, "a console line is 1 to 200 printable ASCII characters"),
+        (["console", "VOLT:PROT 30"], 2, "VOLT:PROT would change the over-voltage protection"),
+        (["query", "VOLT:PROT MAX"], 2, "VOLT:PROT would change the over-voltage protection"),
     ],
 )
 def test_bad_input_is_one_error_line(device, args, status, message):
@@ -89,7 +102,7 @@ def test_device_errors_are_one_error_line(device, simulator):
     simulator.faults.garbage = 1
     result = CliRunner().invoke(device.cli(), ["idn"])
     assert result.exit_code == 1, result.output
-    assert result.output.startswith("Error: DriverCall 'identify' failed with gRPC UNKNOWN: 127.0.0.1:")
+    assert result.output.startswith("Error: DriverCall 'identify' failed with gRPC UNKNOWN: TCPIP::127.0.0.1::")
     simulator.faults.slow = 1
     result = CliRunner().invoke(device.cli(), ["console", "*IDN?", "--timeout", "0.2"])
     assert (result.exit_code, result.output) == (1, "Error: no answer to '*IDN?' within 0.2 s\n")

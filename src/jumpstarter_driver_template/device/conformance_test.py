@@ -21,9 +21,9 @@ from .simulator import running
 
 
 @contextmanager
-def tcp_device():
-    """ExampleDevice driving a simulator."""
-    with running() as simulator, serve(ExampleDevice(host=simulator.host, port=simulator.port)) as client:
+def scpi_device():
+    """ExampleDevice driving a simulator through pyvisa."""
+    with running() as simulator, serve(ExampleDevice(resource=simulator.resource)) as client:
         yield client
 
 
@@ -34,8 +34,8 @@ def in_memory_model():
         yield client
 
 
-IMPLEMENTATIONS = {"tcp": tcp_device, "model": in_memory_model}
-SUPPORTS_QUERY = {"tcp": True, "model": False}
+IMPLEMENTATIONS = {"scpi": scpi_device, "model": in_memory_model}
+SUPPORTS_QUERY = {"scpi": True, "model": False}
 
 
 @pytest.fixture(params=IMPLEMENTATIONS)
@@ -118,9 +118,9 @@ def test_nan_is_refused_by_the_client(supply):
 
 
 def test_query_is_supported_or_unimplemented(supply):
-    """`query` needs a line protocol: the TCP device answers, the model says UNIMPLEMENTED."""
+    """`query` needs a line protocol: the SCPI instrument answers, the model says UNIMPLEMENTED."""
     if SUPPORTS_QUERY[supply.implementation]:
-        assert supply.query("ECHO ping") == "ping"
+        assert supply.query("*OPC?") == "1"
     else:
         with pytest.raises(DriverMethodNotImplemented, match="has no line protocol"):
-            supply.query("ECHO ping")
+            supply.query("*OPC?")

@@ -75,7 +75,7 @@ def probe():
 @pytest.fixture
 def slow_device():
     """ExampleDevice on a simulator whose next answer is late (timeout 0.3 s)."""
-    with running() as simulator, serve(ExampleDevice(host=simulator.host, port=simulator.port, timeout=0.3)) as device:
+    with running() as simulator, serve(ExampleDevice(resource=simulator.resource, timeout=0.3)) as device:
         simulator.faults.slow = 1
         yield device
 
@@ -91,7 +91,7 @@ def test_nan_reaches_a_validated_driver_as_none():
     message = r"volts: Input should be a valid number \(got None\)"
     with (
         running() as simulator,
-        serve(ExampleDevice(host=simulator.host, port=simulator.port)) as device,
+        serve(ExampleDevice(resource=simulator.resource)) as device,
         pytest.raises(DriverInvalidArgument, match=message),
     ):
         device.call("set_voltage", math.nan)
@@ -109,7 +109,7 @@ def test_timeout_of_a_streaming_call_carries_the_raw_grpc_error(slow_device):
     with pytest.raises(DriverError) as error:
         list(slow_device.measure_stream(2, 0))
     text = str(error.value)
-    assert text.startswith("127.0.0.1:") and " did not answer 'MEAS?' within 0.3 s (Caused by: <AioRpcError" in text
+    assert text.startswith("TCPIP::") and " did not answer 'MEAS:VOLT?' within 0.3 s (Caused by: <AioRpcError" in text
     assert "status = StatusCode.DEADLINE_EXCEEDED" in text
 
 
@@ -117,7 +117,7 @@ def test_timeout_of_a_unary_call_names_the_call_and_status(slow_device):
     """DEADLINE_EXCEEDED in a unary call: "DriverCall 'x' failed with gRPC DEADLINE_EXCEEDED: ... (Caused by: ...)"."""
     with pytest.raises(DriverError) as error:
         slow_device.get_voltage()
-    assert str(error.value).startswith("DriverCall 'get_voltage' failed with gRPC DEADLINE_EXCEEDED: 127.0.0.1:")
+    assert str(error.value).startswith("DriverCall 'get_voltage' failed with gRPC DEADLINE_EXCEEDED: TCPIP::")
     assert "(Caused by: <AioRpcError" in str(error.value)
 
 
@@ -130,7 +130,8 @@ def test_timeout_without_a_message_shows_no_details(probe):
 def test_validation_error_is_a_value_error_hence_invalid_argument(probe):
     """A pydantic ValidationError raised while parsing a device's answer is a ValueError: INVALID_ARGUMENT.
 
-    The client would be told its arguments were wrong; ExampleDevice converts such errors (`_answer_to`).
+    The client would be told its arguments were wrong; ExampleDevice converts such errors (`_number`, and
+    `ScpiSession` a UnicodeDecodeError, which is one too).
     """
     with pytest.raises(DriverInvalidArgument, match="Input should be a valid number"):
         probe.call("parse_without_converting", "#?garbled")
