@@ -479,9 +479,9 @@ class Router(router_pb2_grpc.RouterServiceServicer):
                 async for frame in incoming:  # ends when the other side has ended
                     yield frame
         finally:
+            # The route stays until the other side has come, and found this one gone: a client killed
+            # before its exporter connected must not leave that exporter's stream waiting for it.
             task.cancel()
-            if side == 0 and route.joined == 1:  # the other side never came
-                self.routes.pop(token, None)
 
 
 def _certificate() -> tuple[bytes, bytes]:
@@ -616,6 +616,11 @@ class LabExporter:
     def open_fds(self) -> int:
         """How many file descriptors the serving process has open (a leak shows as growth)."""
         return len(os.listdir(f"/proc/{self.serving_pid()}/fd"))
+
+    def fd_targets(self) -> str:
+        """What the serving process's file descriptors are, one a line (for failure messages)."""
+        fds = Path(f"/proc/{self.serving_pid()}/fd")
+        return "".join(f"{fd} -> {os.readlink(fds / fd)}\n" for fd in sorted(os.listdir(fds), key=int))
 
 
 @contextmanager
