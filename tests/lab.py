@@ -33,6 +33,7 @@ import os
 import secrets
 import signal
 import subprocess
+import sys
 from collections.abc import AsyncIterator, Callable, Iterator
 from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, field
@@ -49,7 +50,7 @@ from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from google.protobuf import empty_pb2
-from harness import JMP, LOG_TAIL, Abort, run, start, stop_group, wait_for
+from harness import JMP, LOG_TAIL, Abort, child_env, run, start, stop_group, wait_for
 from jumpstarter_protocol import (
     client_pb2,
     client_pb2_grpc,
@@ -506,26 +507,16 @@ def _certificate() -> tuple[bytes, bytes]:
     return key_pem, certificate.public_bytes(serialization.Encoding.PEM)
 
 
-@dataclass
-class Lab:
-    """A running controller and router (one port), and the configs that point exporters and clients at it."""
+class LabConfigs:
+    """The configs that point exporters and clients at a lab, from its endpoint and the tokens it hands out."""
 
     endpoint: str
-    controller: Controller
-    router: Router
-    portal: BlockingPortal
 
     def add_exporter(self, name: str, labels: dict[str, str]) -> str:
-        """Declare an exporter with labels (what `jmp admin create exporter` does); return its token."""
-        token = _token(name)
-        self.portal.call(lambda: self.controller.exporters.__setitem__(name, ExporterEntry(name, labels, token)))
-        return token
+        raise NotImplementedError
 
     def add_client(self, name: str) -> str:
-        """Declare a client; return its token."""
-        token = _token(name)
-        self.portal.call(lambda: self.controller.clients.__setitem__(token, name))
-        return token
+        raise NotImplementedError
 
     def exporter_config(self, export_config: dict[str, Any], name: str, labels: dict[str, str]) -> dict[str, Any]:
         """An exporter config (`jmp run --exporter-config`) for this lab: `export_config` with endpoint and token."""
@@ -550,6 +541,28 @@ class Lab:
         }
         path.write_text(yaml.safe_dump(config, sort_keys=False))
         return path
+
+
+@dataclass
+class Lab(LabConfigs):
+    """A running controller and router (one port) in this process."""
+
+    endpoint: str
+    controller: Controller
+    router: Router
+    portal: BlockingPortal
+
+    def add_exporter(self, name: str, labels: dict[str, str]) -> str:
+        """Declare an exporter with labels (what `jmp admin create exporter` does); return its token."""
+        token = _token(name)
+        self.portal.call(lambda: self.controller.exporters.__setitem__(name, ExporterEntry(name, labels, token)))
+        return token
+
+    def add_client(self, name: str) -> str:
+        """Declare a client; return its token."""
+        token = _token(name)
+        self.portal.call(lambda: self.controller.clients.__setitem__(token, name))
+        return token
 
     def state(self, function: Any) -> Any:
         """Run `function(controller)` on the lab's event loop (a consistent view of its state) and return the result."""
@@ -625,18 +638,27 @@ class LabExporter:
 
 @contextmanager
 def lab_exporter(
-    running: Lab, workdir: Path, config: dict[str, Any], name: str, labels: dict[str, str], timeout: float = 60.0
+    running: Lab,
+    workdir: Path,
+    config: dict[str, Any],
+    name: str,
+    labels: dict[str, str],
+    timeout: float = 60.0,
+    env: dict[str, str] | None = None,
 ) -> Iterator[LabExporter]:
     """`jmp run` of `config` registered with `running` as `name`; ready once the lab sees it Available.
 
     Stopped with SIGTERM (it unregisters, and runs afterLease if a lease is on), then SIGKILL, however the test ends.
+    `env` replaces the exporter's environment (default: the harness's child_env()).
     """
     workdir.mkdir(parents=True, exist_ok=True)
     path = workdir / "exporter.yaml"
     path.write_text(yaml.safe_dump(running.exporter_config(config, name, labels), sort_keys=False))
     log = workdir / "exporter.log"
     with log.open("w") as output:
-        process = start([JMP, "run", "--exporter-config", str(path)], cwd=workdir, stdout=output)
+        process = start(
+            [JMP, "run", "--exporter-config", str(path)], cwd=workdir, stdout=output, env=env or child_env()
+        )
     exporter = LabExporter(process, name, labels, workdir, path, log)
     try:
 
@@ -668,3 +690,61 @@ def lab_shell(
     args = [JMP, "shell", "--client-config", str(client_config), "--selector", selector, "--duration", str(duration)]
     args += ["--", "sh", "-c", f"set -e\n{script}"]
     return run(args, timeout=timeout, cwd=cwd or client_config.parent, context=context)
+
+
+@dataclass
+class LabProcess(LabConfigs):
+    """A lab in a process of its own (`python tests/lab.py`): the benchmark's, so that the router has a CPU's
+    worth of its own and does not share an interpreter with the client it serves."""
+
+    process: subprocess.Popen
+    endpoint: str
+
+    def _ask(self, line: str) -> str:
+        assert self.process.stdin is not None and self.process.stdout is not None
+        self.process.stdin.write(line + "\n")
+        self.process.stdin.flush()
+        return self.process.stdout.readline().strip()
+
+    def add_exporter(self, name: str, labels: dict[str, str]) -> str:
+        return self._ask(json.dumps({"exporter": name, "labels": labels}))
+
+    def add_client(self, name: str) -> str:
+        return self._ask(json.dumps({"client": name}))
+
+
+@contextmanager
+def lab_process() -> Iterator[LabProcess]:
+    """Start `python tests/lab.py` (a lab in its own process); stopped by closing its stdin, or killed."""
+    process = subprocess.Popen(
+        [sys.executable, __file__], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, start_new_session=True
+    )
+    try:
+        assert process.stdout is not None
+        endpoint = process.stdout.readline().strip()
+        if not endpoint:
+            raise RuntimeError(f"tests/lab.py exited with status {process.wait(timeout=10)}")
+        yield LabProcess(process, endpoint)
+    finally:
+        assert process.stdin is not None
+        process.stdin.close()
+        try:
+            process.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            stop_group(process, signal.SIGKILL)
+
+
+def main() -> None:
+    """Serve a lab until stdin closes: print its endpoint, then answer each JSON line (a declaration) with a token."""
+    with lab() as running:
+        print(running.endpoint, flush=True)
+        for line in sys.stdin:  # ends when the parent closes stdin (or exits)
+            request = json.loads(line)
+            if "exporter" in request:
+                print(running.add_exporter(request["exporter"], request["labels"]), flush=True)
+            else:
+                print(running.add_client(request["client"]), flush=True)
+
+
+if __name__ == "__main__":
+    main()
