@@ -25,8 +25,9 @@ import anyio
 import pytest
 import yaml
 from harness import JMP, PACKAGE, REPORTED, ROOT, child_env, example_config, exported, start, stop_group, wait_for
+from jumpstarter.client.exceptions import LeaseError
 from jumpstarter.config.client import ClientConfigV1Alpha1
-from lab import Lab, LabExporter, lab, lab_exporter, lab_shell
+from lab import Lab, LabExporter, lab, lab_exporter, lab_shell, matches
 
 CLIENT_LABEL = "jumpstarter.dev/client"
 ROOT_CLIENT = "jumpstarter_driver_composite.client.CompositeClient"
@@ -321,3 +322,28 @@ def description_of(export: dict[str, Any], name: str) -> str:
             entry = entry["children"][child]
     assert entry.get("description"), f"{name}: give it a description (j --help and agents show it)"
     return entry["description"]
+
+
+@pytest.mark.parametrize(
+    ("selector", "matched"),
+    [
+        ("bench=one", True),
+        ("bench==one", True),
+        ("bench=two", False),
+        ("bench!=two", True),
+        ("bench", True),
+        ("!bench", False),
+        ("bench=one,rack", False),
+        ("bench=one, !rack", True),
+    ],
+)
+def test_lab_selects_exporters_by_label(selector: str, matched: bool):
+    """The lab's label selectors: equality, inequality, existence and absence, all of them comma-separated."""
+    assert matches(selector, {"bench": "one"}) is matched
+
+
+def test_a_selector_no_exporter_matches_fails_at_once(bench: Bench, tmp_path: Path):
+    """A lease no exporter can ever satisfy is refused at once, not left waiting (upstream: Unsatisfiable)."""
+    client = ClientConfigV1Alpha1.from_file(bench.lab.client_config(tmp_path / "c.yaml", "nobody", []))
+    with pytest.raises(LeaseError, match="the lease cannot be satisfied"), client.lease(selector="bench=none"):
+        pass
