@@ -282,7 +282,9 @@ def test_agent_leases_through_jmp_mcp_serve(bench: Bench, tmp_path: Path):
     )
     server = StdioServerParameters(command=JMP, args=["mcp", "serve"], env=env, cwd=str(tmp_path))
     exported_config = example_config()["export"]
-    command, expected = next((c, out) for c, out in AGENT_CALLS if c[0] in exported_config)
+    calls = [(command, out) for command, out in AGENT_CALLS if command[0] in exported_config]
+    assert calls, "AGENT_CALLS has no call of a driver examples/exporter.yaml exports: add one of yours"
+    command, expected = calls[0]
 
     async def agent() -> tuple[dict[str, Any], dict[str, Any]]:
         async with stdio_client(server) as (read, write), mcp.ClientSession(read, write) as session:
