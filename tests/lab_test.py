@@ -27,7 +27,7 @@ import yaml
 from harness import JMP, PACKAGE, REPORTED, ROOT, child_env, example_config, exported, start, stop_group, wait_for
 from jumpstarter.client.exceptions import LeaseError
 from jumpstarter.config.client import ClientConfigV1Alpha1
-from lab import Lab, LabExporter, lab, lab_exporter, lab_shell, matches
+from lab import Lab, LabExporter, lab, lab_exporter, lab_shell, matches, status_name
 
 CLIENT_LABEL = "jumpstarter.dev/client"
 ROOT_CLIENT = "jumpstarter_driver_composite.client.CompositeClient"
@@ -125,20 +125,22 @@ def test_hooks_run_at_each_lease_start_and_end(bench: Bench):
     """beforeLease and afterLease run once per lease, in order, with the lease's name and client."""
     if not any(lease.end for lease in bench.lab.leases()):  # the module's earlier tests leased it already
         assert bench.shell("true").returncode == 0
-    ended = [lease for lease in bench.lab.leases() if lease.begin is not None and lease.end is not None]
-    expected = [
-        line
-        for lease in ended
-        for line in (f"before {lease.name} {lease.client}", f"after {lease.name} {lease.client}")
-    ]
-    assert bench.hooks.read_text().splitlines() == expected
+
+    def expected() -> list[str]:
+        ended = [lease for lease in bench.lab.leases() if lease.begin is not None and lease.end is not None]
+        return [f"{when} {lease.name} {lease.client}" for lease in ended for when in ("before", "after")]
+
+    # A lease released by its client (not by `jmp shell`'s EndSession) ends before its afterLease has run:
+    # the exporter runs it once told, and is Available again after it.
+    wait_for(lambda: status_name(bench.lab.exporter(bench.exporter.name).status) == "AVAILABLE", HOOK_TIMEOUT + 10)
+    assert bench.hooks.read_text().splitlines() == expected()
 
 
 # A client that dies holding a lease: the lease stays until it expires, then the next client is served.
 # Each kept unit adds transfers the dying client has under way, a condition that they are, and what must
 # hold once its lease is over (the exporter builds fresh drivers for every lease).
-LEASE_SECONDS = 45
-"""The dying client's lease: long enough for its shell to start and its transfers to get under way."""
+LEASE_SECONDS = 60
+"""The dying client's lease: long enough for its shell to start and its transfers to get under way on a busy machine."""
 UNDER_WAY: list[tuple[str, str]] = [
     # unit:custom:start
     # An endless byte stream, and an upload from a FIFO that never ends (announced as half the free space).
@@ -189,10 +191,16 @@ def test_killed_client_holds_the_exporter_until_its_lease_expires(bench: Bench, 
     args += ["--duration", str(LEASE_SECONDS), "--", "sh", "-c", f"{transfers}\n{sys.executable} {poll}\nsleep 600"]
     with log.open("w") as output:
         dying = start(args, cwd=tmp_path, stdout=output)
+    before = len(bench.lab.leases())
+
+    def context() -> str:
+        return f"--- {log}:\n{log.read_text(errors='replace')[-3000:]}\n{exporter.log_tail()}"
+
     try:
-        wait_for(
-            lambda: "UNDER WAY" in log.read_text(), LEASE_SECONDS, "transfers under way", context=exporter.log_tail
-        )
+        # The clock is the lease's: it starts once the exporter is the dying client's (after any earlier lease's
+        # afterLease, and a poll), and its transfers must get under way well before it expires.
+        wait_for(lambda: (leases := bench.lab.leases())[before:] and leases[-1].begin, 90, "the lease", context=context)
+        wait_for(lambda: "UNDER WAY" in log.read_text(), LEASE_SECONDS - 10, "transfers under way", context=context)
     finally:
         stop_group(dying, signal.SIGKILL)
     killed = bench.lab.leases()[-1]
