@@ -4,6 +4,12 @@ Run from the repository root:
 
     uv run python benchmarks/bench.py            # the full run (1-3 minutes on 2 cores)
     uv run python benchmarks/bench.py --quick    # one tiny round: proves the benchmark runs
+    uv run python benchmarks/bench.py --quick --lab   # ... and through a lab too
+
+Three modes: serve() in this process, a `jmp run` exporter over TCP (direct mode), and (not in --quick
+unless --lab) the same exporter registered with the tests' lab double (tests/lab.py, a process of its
+own), reached through a lease and its router. The lab's figures are informational: a `LAB` line
+gives each transfer rate through the router against the same rate direct.
 
 The framework baselines (baseline.py) need no example. Each example unit adds its measurements in
 `benchmarks/<unit>_bench.py` (the plugin interface is described in benchkit.py); this script finds
@@ -36,6 +42,7 @@ import time
 from collections.abc import Callable, Iterator
 from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
+from datetime import timedelta
 from pathlib import Path
 from types import ModuleType
 
@@ -230,6 +237,65 @@ def exporter_tree(units: list[Unit], workdir: Path) -> Iterator[DriverClient]:
         log.close()
 
 
+@contextmanager
+def lab_tree(units: list[Unit], workdir: Path) -> Iterator[DriverClient]:
+    """The same exporter registered with the tests' lab double (tests/lab.py), reached through a lease and router."""
+    sys.path.insert(0, str(ROOT / "tests"))
+    from jumpstarter.config.client import ClientConfigV1Alpha1
+    from lab import lab_process
+
+    export = {"apiVersion": "jumpstarter.dev/v1alpha1", "kind": "ExporterConfig", "export": entries(units, workdir)}
+    env = os.environ | {"PYTHONPATH": os.pathsep.join([str(HERE), os.environ.get("PYTHONPATH", "")])}
+    with lab_process() as lab:  # a process of its own, like a lab's router: it does not share this one's CPU
+        config = workdir / "exporter.yaml"
+        config.write_text(json.dumps(lab.exporter_config(export, "bench", {"bench": "lab"})))
+        log = (workdir / "exporter.log").open("wb")
+        jmp = str(Path(sys.executable).with_name("jmp"))
+        process = subprocess.Popen(
+            [jmp, "run", "--exporter-config", str(config)],
+            env=env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            cwd=workdir,
+            start_new_session=True,
+        )
+        own = [process.pid]
+        GROUPS.append(process.pid)  # killed by on_sigterm's kill_groups too
+        try:
+            # The bench drivers' clients live in benchmarks/: allow every client, as the other modes do. The
+            # lease waits (polling every 5 s) until the exporter has registered.
+            client = ClientConfigV1Alpha1.from_file(lab.client_config(workdir / "client.yaml", "bench", ["UNSAFE"]))
+            with client.lease(selector="bench=lab", duration=timedelta(hours=2)) as lease, lease.connect() as root:
+                own += [
+                    int(pid) for pid in Path(f"/proc/{process.pid}/task/{process.pid}/children").read_text().split()
+                ]
+                GROUPS.extend(own[1:])
+                yield root
+        finally:
+            process.terminate()
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                process.wait(timeout=15)
+            for group in own:  # what outlived the SIGTERM; the other modes' exporters are theirs to stop
+                with contextlib.suppress(ProcessLookupError):
+                    os.killpg(group, signal.SIGKILL)
+                if group in GROUPS:
+                    GROUPS.remove(group)
+            process.wait(timeout=5)
+            log.close()
+
+
+def lab_ratios(figures: Figures) -> str:
+    """Each transfer rate through the lab's router against the same rate direct (`jmp run` over TCP)."""
+    ratios = []
+    for key, series in figures.items():
+        mode, _, name = key.partition(" ")
+        direct = figures.get(f"exporter {name}")
+        if mode == "lab" and series.unit == "MB/s" and direct is not None:
+            lab_rate, direct_rate = statistics.median(series.method), statistics.median(direct.method)
+            ratios.append(f"{name}: {lab_rate:,.0f} vs {direct_rate:,.0f} MB/s = {lab_rate / direct_rate:.2f}x")
+    return "; ".join(ratios)
+
+
 GROUPS: list[int] = []
 """Process groups started: each `jmp run`, and the exporter it forked into a session of its own."""
 
@@ -288,11 +354,19 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--quick", action="store_true", help="one tiny round, to check the benchmark runs")
     parser.add_argument("--rounds", type=int, default=ROUNDS, help=f"rounds of every figure (default: {ROUNDS})")
+    parser.add_argument(
+        "--lab",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="also measure through a lab (default: not in --quick)",
+    )
     args = parser.parse_args()
     rounds, sizes = (1, QUICK) if args.quick else (args.rounds, FULL)
     started = time.monotonic()
     units = discover()
     modes = ("serve", "exporter")
+    # Informational, never judged: the lab's router is the tests' double, in Python; labs run upstream's (Go).
+    measured = (*modes, "lab") if (not args.quick if args.lab is None else args.lab) else modes
     imports = client_modules()
 
     # Every target this run judges, announced before measuring: the SUMMARY line has a verdict for each.
@@ -313,9 +387,10 @@ def main() -> None:
     with tempfile.TemporaryDirectory(dir=scratch, prefix="jumpstarter-bench-") as tmp, ExitStack() as stack:
         workdir = Path(tmp)
         trees = {}
-        for mode, tree in (("serve", serve_tree), ("exporter", exporter_tree)):
-            (workdir / mode).mkdir()
-            trees[mode] = stack.enter_context(tree(units, workdir / mode))
+        for mode, tree in (("serve", serve_tree), ("exporter", exporter_tree), ("lab", lab_tree)):
+            if mode in measured:
+                (workdir / mode).mkdir()
+                trees[mode] = stack.enter_context(tree(units, workdir / mode))
 
         def run(mode: str, unit: Unit, sizes: Sizes, figures: Figures) -> Round:
             root = trees[mode]
@@ -324,7 +399,7 @@ def main() -> None:
             return Round(mode, unit.name, root.children, baseline, sizes, workdir / mode, figures)
 
         warmup = Sizes(**{k: max(1, v // 8) for k, v in sizes.__dict__.items()} | {"blocks": 1, "rss_runs": 1})
-        for mode in modes:  # warm up connections, caches, pools; figures thrown away
+        for mode in measured:  # warm up connections, caches, pools; figures thrown away
             for unit in units:
                 unit.measure(run(mode, unit, warmup, {}))
         for round_number in range(rounds):
@@ -332,7 +407,7 @@ def main() -> None:
                 for module in imports:
                     measure_import(module, figures)
             # The modes take turns going first, so neither always follows the other's heaviest transfers.
-            for mode in modes if round_number % 2 == 0 else modes[::-1]:
+            for mode in measured if round_number % 2 == 0 else measured[::-1]:
                 for unit in units:
                     unit.measure(run(mode, unit, sizes, figures))
         for mode in modes:
@@ -340,6 +415,10 @@ def main() -> None:
                 unit.once(run(mode, unit, sizes, figures))
 
     print_table(figures)
+    if "lab" in measured:
+        print(
+            "LAB (informational: through the tests' Python router; labs run upstream's, in Go) " + lab_ratios(figures)
+        )
     blocks = rounds * sizes.blocks
     print(f"({rounds} rounds, {blocks} blocks per comparison, {time.monotonic() - started:.0f} s)")
 
