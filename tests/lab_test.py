@@ -270,6 +270,10 @@ AGENT_CALLS: list[tuple[list[str], str]] = [
     # unit:storage:start
     (["storage", "state"], ""),
     # unit:storage:end
+    # unit:console:start
+    # Upstream's `pipe` forwards stdin (empty here) and, with --no-output, ends at its EOF: a console never ends.
+    (["console", "pipe", "--input", "--no-output"], ""),
+    # unit:console:end
 ]
 
 
