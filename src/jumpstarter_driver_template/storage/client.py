@@ -64,7 +64,7 @@ class ExampleStorageMuxClient(StorageMuxFlasherClient):
             # The async operator, as upstream's adapter uses: the sync one holds the GIL while it waits.
             metadata = self.portal.call(operator.to_async_operator().stat, path)
         except NotFound:
-            raise FileNotFoundError(f"cannot write {path} to the card: no such file") from None
+            raise FileNotFoundError(f"no image at {path}: the card was not touched") from None
         except OpendalError as e:
             raise ArgumentError(f"cannot write {path} to the card: {str(e).splitlines()[0]}") from None
         if metadata.mode.is_dir():

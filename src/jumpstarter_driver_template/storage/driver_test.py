@@ -452,7 +452,7 @@ def test_missing_local_file_fails_before_the_card_moves(storage, tmp_path):
     storage.dut()
     missing = tmp_path / "missing.img"
     for call in (storage.flash, storage.write_local_file):
-        with pytest.raises(FileNotFoundError, match=f"^cannot write {missing} to the card: no such file$"):
+        with pytest.raises(FileNotFoundError, match=f"^no image at {missing}: the card was not touched$"):
             call(missing)
     assert storage.state() == StorageState(side="dut", image="unknown", card_size=CARD)
 
