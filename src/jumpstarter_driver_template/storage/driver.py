@@ -19,7 +19,7 @@ import errno
 import os
 import stat
 from collections.abc import AsyncIterator, Iterator
-from contextlib import AsyncExitStack, contextmanager, suppress
+from contextlib import AsyncExitStack, contextmanager
 from dataclasses import field
 from pathlib import Path
 from typing import Any, BinaryIO
@@ -189,10 +189,13 @@ class ExampleStorageMux(StorageMuxFlasherInterface, Driver):
                 await self._move("host", self.host_command)
                 await to_completion(self._write_card, source)
             except BaseException:
-                if (self._image, self._error) == before and side != "host":
+                if (self._image, self._error) == before and self._side != side:
                     # Not a byte written: the card holds what it held; give it back to the side it was on.
-                    with anyio.CancelScope(shield=True), suppress(Exception):
-                        await self._move(side, self.dut_command if side == "dut" else self.off_command)
+                    with anyio.CancelScope(shield=True):
+                        try:
+                            await self._move(side, self.dut_command if side == "dut" else self.off_command)
+                        except Exception as e:  # the write's error is the one to report
+                            self.logger.error("could not switch the card back to %s: %s", side, e)
                 raise
             finally:
                 self._operation = None

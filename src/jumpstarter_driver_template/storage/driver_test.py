@@ -344,6 +344,18 @@ def test_failed_switch_to_the_device_leaves_the_written_card_on_the_host(card, t
         assert storage.state() == StorageState(side="host", image="complete", card_size=CARD, written=MiB)
 
 
+def test_failed_switch_to_the_host_leaves_the_card_where_it_was(card, tmp_path):
+    """A host_command that fails: the write's error names it; the card stays on the device, its image untouched."""
+    source = tmp_path / "image.img"
+    image(source, MiB)
+    fail = ["sh", "-c", "echo no mux >&2; exit 3"]
+    with serve(ExampleStorageMux(card=str(card), size=CARD, host_command=fail)) as storage:
+        storage.dut()
+        with pytest.raises(DriverError, match=r"host_command sh -c .* exited with status 3: no mux"):
+            storage.flash(source)
+        assert storage.state() == StorageState(side="dut", image="unknown", card_size=CARD)
+
+
 def test_missing_real_card_is_a_timeout_naming_it(tmp_path):
     """A card device that never appears on the host fails the write after ready_timeout, naming the path."""
     absent = tmp_path / "sdz"
