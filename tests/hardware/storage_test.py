@@ -5,7 +5,6 @@ import os
 from pathlib import Path
 
 import pytest
-from jumpstarter.client.core import DriverError
 from jumpstarter_testing.pytest import JumpstarterTest
 
 MiB = 1024 * 1024
@@ -30,12 +29,19 @@ class TestStorage(JumpstarterTest):
         with dump.open("rb") as file:
             assert file.read(MiB) == data
 
-    def test_card_on_the_device_is_not_written(self, client, tmp_path: Path):
-        """While the device has the card, a write is refused and names the call that fixes it."""
+    def test_write_local_file_then_dut(self, client, tmp_path: Path):
+        """Upstream's documented pattern: `write_local_file(image)` switches the card to the host, then `dut()`."""
         image = tmp_path / "image.img"
         image.write_bytes(os.urandom(MiB))
+        client.storage.off()
+        written = client.storage.write_local_file(image)
+        assert (written.side, written.image, written.written) == ("host", "complete", MiB)
         client.storage.dut()
-        with pytest.raises(ExceptionGroup) as error:
-            client.storage.write_local_file(str(image))
-        assert error.group_contains(DriverError, match=r"it is connected to the device \(dut\); call host\(\) first")
+        assert client.storage.state().side == "dut"
+
+    def test_missing_image_leaves_the_card_on_the_device(self, client, tmp_path: Path):
+        """A typo in the image's path fails before anything moves the card."""
+        client.storage.dut()
+        with pytest.raises(FileNotFoundError, match=r"no image at .*: the card was not touched"):
+            client.storage.flash(tmp_path / "missing.img")
         assert client.storage.state().side == "dut"

@@ -12,8 +12,9 @@ from pydantic import BaseModel, Field
 
 Side = Literal["off", "host", "dut"]
 """Where the mux connects the card: to nothing, to the test host (writable), or to the device (bootable)."""
-Image = Literal["unknown", "complete", "incomplete"]
-"""What the card holds: whatever it held before the exporter started, a whole image, or part of one."""
+Image = Literal["unknown", "complete", "unverified", "incomplete"]
+"""What the card holds: whatever it held before the exporter started, a whole image (its end checked: a
+length, a compression end marker), all a source sent that had no way to check its end, or part of an image."""
 Operation = Literal["switching", "writing", "reading"]
 
 
@@ -29,4 +30,4 @@ class StorageState(BaseModel):
     written: int = Field(default=0, ge=0)
     """Bytes the last write wrote (so far, while it runs)."""
     error: str | None = None
-    """Why the image is incomplete: the last write's error, or "write in progress"."""
+    """Why the image is not complete: the last write's error, "write in progress", or why it is unverified."""
