@@ -25,11 +25,11 @@ from typing import Any
 
 import anyio
 import click
-from jumpstarter.client import DriverClient
 from grpc.aio import AioRpcError
+from jumpstarter.client import DriverClient
 from jumpstarter.client.core import DriverError
-from jumpstarter.common.exceptions import JumpstarterException
 from jumpstarter.client.decorators import driver_click_group
+from jumpstarter.common.exceptions import JumpstarterException
 
 
 class BaseClient(DriverClient):

@@ -192,7 +192,7 @@ def test_every_status_of_a_call_is_one_line(client, monkeypatch, code: StatusCod
     class FailingStub:
         """The session's stub, whose DriverCall ends in `code`."""
 
-        async def DriverCall(self, request):  # noqa: N802 (gRPC's name)
+        async def DriverCall(self, request):
             raise error
 
     monkeypatch.setattr(client, "stub", FailingStub())
