@@ -21,7 +21,10 @@ Template-only machinery, for template maintainers. In any text file:
   lines between are kept (a README hides them inside an HTML comment), with {name}, {distribution},
   {package}, {camel}, {title} and {description} replaced; nothing else is rewritten there;
 - lines between "unit:NAMES:start" and "unit:NAMES:end" (NAMES: units, comma-separated) are kept,
-  without the marker lines, when one of those units is kept, and deleted otherwise.
+  without the marker lines, when one of those units is kept, and deleted otherwise;
+- lines between "dropped:NAMES:start" and "dropped:NAMES:end" are kept when none of those units is kept,
+  like renamed-only lines (placeholders replaced, {template_files} among them: the template's files at
+  the commit the copy records, for a link to a dropped example), and deleted otherwise.
 A unit's files are listed in UNITS below, one line each; SUPPORT lists modules units share.
 
 Standard library only, so it runs before any environment exists; the syntax stays within
@@ -72,7 +75,7 @@ EXAMPLES: dict[str, tuple[str, str]] = {
     "skeleton": (
         f"{P}/driver.py {P}/client.py {P}/driver_test.py {P}/client_test.py tests/hardware/driver_test.py "
         "benchmarks/driver_bench.py",
-        "base_client validation",
+        "base_client validation lifecycle",
     ),
     "power": (
         f"{P}/power/ tests/power_test.py tests/hardware/power_test.py benchmarks/power_bench.py docs/power.md",
@@ -131,8 +134,8 @@ VALID_NAME = (
 )
 
 NAME_RE = re.compile(r"[a-z][a-z0-9]*(?:-[a-z0-9]+)*\Z")
-MARKER_RE = re.compile(r"\b(template-only|renamed-only|unit:([a-z_,]+)):(start|end)\b")
-PLACEHOLDER_RE = re.compile(r"\{(name|distribution|package|camel|title|description)\}")
+MARKER_RE = re.compile(r"\b(template-only|renamed-only|(unit|dropped):([a-z_,]+)):(start|end)\b")
+PLACEHOLDER_RE = re.compile(r"\{(name|distribution|package|camel|title|description|template_files)\}")
 LEFTOVER_RE = re.compile(r"template", re.IGNORECASE)
 # Directories never read or rewritten in copier mode, where git may not say which files are the project's.
 SKIP_DIRS = {".git", ".venv", "venv", "node_modules", "__pycache__", ".tox", ".mypy_cache", ".pytest_cache",
@@ -308,27 +311,37 @@ class Substituter:
         return replacement
 
 
-def rewrite_text(text: str, path: str, new: Names, keep: list[str], description: str, substitute: Substituter) -> str:
+def template_files(commit: str) -> str:
+    """Where the template's files are at `commit`, on its public home: what links to dropped examples start with."""
+    return f"{TEMPLATE_SOURCE}/blob/{commit}"
+
+
+def rewrite_text(
+    text: str, path: str, new: Names, keep: list[str], description: str, substitute: Substituter, commit: str
+) -> str:
     """Apply the markers and the substitutions to one file's text."""
     sentence = description if description.endswith((".", "!", "?")) else f"{description}."  # as README's first line
     values = {"description": sentence, **{k: getattr(new, k) for k in ("name", "distribution", "package")}}
-    values.update(camel=new.camel, title=new.title)
+    values.update(camel=new.camel, title=new.title, template_files=template_files(commit))
     out = []
     blocks: list[tuple[str, bool, int]] = []  # open blocks: (kind, kept, line of its start marker)
     for number, line in enumerate(text.splitlines(keepends=True), start=1):
         marker = MARKER_RE.search(line)
         if marker is not None:
-            kind, units, edge = marker.groups()
-            kind = f"unit:{units}" if units else kind
+            kind, unit_kind, units, edge = marker.groups()
+            kind = f"{unit_kind}:{units}" if units else kind
             if edge == "start":
-                if blocks and not blocks[-1][0].startswith("unit:"):
+                if blocks and not blocks[-1][0].startswith(("unit:", "dropped:")):
                     start = blocks[-1][2]
                     raise RenameError(f"{path}:{number}: {marker.group(0)} inside the block started on line {start}")
                 if units:
                     unknown = [unit for unit in units.split(",") if unit not in UNITS]
                     if unknown:
                         raise RenameError(f"{path}:{number}: unknown unit {', '.join(unknown)} in {marker.group(0)}")
-                kept = any(unit in keep for unit in units.split(",")) if units else kind == "renamed-only"
+                if unit_kind == "dropped":
+                    kept = not any(unit in keep for unit in units.split(","))
+                else:
+                    kept = any(unit in keep for unit in units.split(",")) if units else kind == "renamed-only"
                 blocks.append((kind, kept, number))
             else:
                 if not blocks or blocks[-1][0] != kind:
@@ -337,7 +350,7 @@ def rewrite_text(text: str, path: str, new: Names, keep: list[str], description:
             continue
         if not all(kept for _, kept, _ in blocks):
             continue
-        if any(kind == "renamed-only" for kind, _, _ in blocks):
+        if any(kind == "renamed-only" or kind.startswith("dropped:") for kind, _, _ in blocks):
             out.append(PLACEHOLDER_RE.sub(lambda m: values[m.group(1)], line))
         else:
             out.append(substitute(line))
@@ -460,8 +473,8 @@ def check_clashes(new: Names, files: list[str]) -> None:
                 )
 
 
-def make_plan(new: Names, keep: list[str], files: list[str], answers: dict[str, object]) -> Plan:
-    """Compute the deletes and the rewrites of the rename; raise RenameError on a problem."""
+def make_plan(new: Names, keep: list[str], files: list[str], answers: dict[str, object], commit: str = "main") -> Plan:
+    """Compute the deletes and the rewrites of the rename (links to dropped examples at `commit`); raise RenameError."""
     names = Substituter(name_substitutions(new))
     substitute = Substituter(name_substitutions(new) + text_substitutions(new))
     description = str(answers["description"])
@@ -483,14 +496,14 @@ def make_plan(new: Names, keep: list[str], files: list[str], answers: dict[str, 
             if final != path:
                 plan.writes[final] = (path, "", "")
             continue
-        new_text = rewrite_text(text, path, new, keep, description, substitute)
+        new_text = rewrite_text(text, path, new, keep, description, substitute, commit)
         if final == "pyproject.toml":
             new_text = set_metadata(new_text, str(answers["author_name"]), str(answers["author_email"]), description)
         if new_text != text or final != path:
             plan.writes[final] = (path, text, new_text)
         provenance = {line for line in new_text.splitlines() if PROVENANCE in line and final == "README.md"}
         for number, line in enumerate(new_text.splitlines(), start=1):
-            if LEFTOVER_RE.search(line) and line not in provenance:
+            if LEFTOVER_RE.search(line.replace(TEMPLATE_SOURCE, "")) and line not in provenance:
                 plan.leftovers.append(f"{final}:{number}: {line.strip()}")
         if LEFTOVER_RE.search(final):
             plan.leftovers.append(f"{final}: the path mentions 'template'")
@@ -544,8 +557,8 @@ def git_source(source: str) -> str:
     return source
 
 
-def find_template_commit(source: str) -> str:
-    """The template commit this copy was made from: the one whose tree is this tree.
+def find_template_commit(source: str) -> tuple[str, str]:
+    """The template commit this copy was made from, the one whose tree is this tree: as described, and in full.
 
     "Use this template" makes a new first commit with the template's tree (not its commit), so the
     trees are compared: this working tree's, then those of this repository's own commits (an author
@@ -572,7 +585,7 @@ def find_template_commit(source: str) -> str:
             trees += git("log", "--format=%T", "HEAD").split()
         for tree in trees:
             if tree in commits:
-                return git("--git-dir", bare, "describe", "--tags", "--always", commits[tree])
+                return git("--git-dir", bare, "describe", "--tags", "--always", commits[tree]), commits[tree]
     raise RenameError(
         f"no commit of the template at {source} has this copy's files: pass --commit with the template commit or "
         "tag you copied (copier update needs it to know what you changed)."
@@ -696,14 +709,19 @@ def main(argv: list[str] | None = None) -> int:
             "examples": [unit for unit in EXAMPLES if unit in chosen_examples(args.examples)],
             "name": new.name,
         }
-        plan = make_plan(new, keep, files, answers)
+        # Links to dropped examples name the template commit in full (copier passes its hash as --commit).
+        link_commit = args.commit or "main"
         if not by_copier and not args.dry_run:
             # Before anything changes: the tree must still be the template's to be found.
             source = args.template_source
             if Path(source).expanduser().is_dir():
                 source = str(Path(source).expanduser().resolve())  # copier resolves a relative path from its cwd
-            commit = args.commit or find_template_commit(source)
+            if args.commit:
+                commit = args.commit
+            else:
+                commit, link_commit = find_template_commit(source)
             answers = {"_commit": commit, "_src_path": source, **answers}
+        plan = make_plan(new, keep, files, answers, link_commit)
         if not args.dry_run:
             apply(plan)
             if not by_copier:  # copier writes the answers file itself

@@ -3,7 +3,7 @@
 Nothing here knows the drivers: an exporter runs a copy of the example config in a directory of
 its own (relative paths in the config, an upload directory say, land there), and it is ready when
 it answers and lists every driver the config exports. Tests of one driver live in a file named
-after it and give its config overrides (`exporter_process(workdir, {"custom": {"max_seconds": 600}})`).
+after it and give its config overrides (`exporter_process(workdir, {"<driver>": {"<key>": value}})`).
 
 Every process is started in its own session, and stopped in `finally`/fixture teardown with bounded
 waits, so an interrupted or failing test leaves nothing running. A wait that times out fails with
@@ -43,7 +43,7 @@ LOG_TAIL = 40
 REPORTED: list[str] = []
 
 Overrides = dict[str, dict[str, Any]]
-"""Config overrides by driver name: {"custom": {"max_seconds": 600}} merges into that driver's `config:`."""
+"""Config overrides by driver name: {"<driver>": {"<key>": value}} merges into that driver's `config:`."""
 
 
 def example_config(overrides: Overrides | None = None) -> dict[str, Any]:

@@ -8,7 +8,10 @@ checks, tests and wheel build; those copies run two at a time, while the other t
 
 from __future__ import annotations
 
+import builtins
 import contextlib
+import functools
+import importlib.metadata
 import json
 import os
 import re
@@ -27,6 +30,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import selfcheck
 import yaml
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -284,9 +288,11 @@ def test_renamed_copy_keeps_only_its_units(copies: dict[str, Future[Copy]], sele
         if re.search("template", path, re.IGNORECASE):
             leftovers.append(path)
         for number, line in enumerate(text.splitlines(), start=1):
-            if re.search("template", line, re.IGNORECASE) and not (path == "README.md" and PROVENANCE in line):
+            # Links to the dropped examples' files name the template's repository and package: they are its files.
+            linked = re.sub(re.escape(rename_script["TEMPLATE_SOURCE"]) + r"[^)\s]*", "", line)
+            if re.search("template", linked, re.IGNORECASE) and not (path == "README.md" and PROVENANCE in line):
                 leftovers.append(f"{path}:{number}: {line}")
-            if re.search(r"\b(template-only|renamed-only|unit:[a-z_,]+):(start|end)\b", line):
+            if re.search(r"\b(template-only|renamed-only|(unit|dropped):[a-z_,]+):(start|end)\b", line):
                 leftovers.append(f"{path}:{number}: marker left: {line}")
     assert leftovers == []
     if "storage" not in kept:  # the storage unit alone depends on jumpstarter-driver-opendal
@@ -314,6 +320,73 @@ def test_skeleton_is_named_after_the_driver(copies: dict[str, Future[Copy]]):
     assert list(yaml.safe_load((copy.path / "examples" / "exporter.yaml").read_text())["export"]) == [copy.name]
 
 
+# What a renamed copy's text names, for every selection, renamed in memory (no copy is written or run)
+
+
+def renamed_in_memory(name: str, selection: str | None) -> tuple[dict[str, str], list[str]]:
+    """The text files of the copy a rename to `name` keeping `selection` makes, by path; and the units kept."""
+    template = selfcheck.tree(ROOT)
+    new = rename_script["Names"].from_name(name)
+    keep = rename_script["select_units"](selection)
+    answers = {"author_name": "A", "author_email": "a@example.com", "description": "D", "examples": [], "name": name}
+    plan = rename_script["make_plan"](new, keep, sorted(template), answers, "0000000")
+    moved = {source: final for final, (source, _, _) in plan.writes.items()}
+    files = {}
+    for path, text in template.items():
+        if path not in plan.deletes:
+            final = moved.get(path, path)
+            files[final] = plan.writes[final][2] if final in plan.writes else text
+    return files, keep
+
+
+@functools.cache
+def upstream_words() -> frozenset[str]:
+    """Every word of the installed Jumpstarter packages' sources: names a copy may use without defining them."""
+    words: set[str] = set()
+    for dist in importlib.metadata.distributions():
+        if dist.metadata["Name"].lower().startswith("jumpstarter") and dist.metadata["Name"] != PROVENANCE.split()[-1]:
+            for file in dist.files or []:
+                if file.suffix == ".py":
+                    words.update(re.findall(r"[A-Za-z_]\w*", Path(str(file.locate())).read_text(errors="replace")))
+    return frozenset(words)
+
+
+def foreign_names(template: dict[str, str], copy: dict[str, str], keep: list[str]) -> set[str]:
+    """What the dropped units define (classes, functions, methods, config keys) that the copy defines nowhere.
+
+    Names upstream Jumpstarter uses as well (`on`, `read`, `connect`...) and Python's builtins are left out:
+    a copy may name them without having them.
+    """
+    dropped: set[str] = set()
+    for path, text in template.items():
+        unit = rename_script["owner"](path)
+        if unit is not None and unit not in keep and path.endswith(".py"):
+            dropped |= selfcheck.defined_names(text)
+    kept: set[str] = set()
+    for path, text in copy.items():
+        if path.endswith(".py"):
+            kept |= selfcheck.defined_names(text)
+    dropped = {name for name in dropped if not name.startswith(("test_", "Test"))}
+    return dropped - kept - upstream_words() - set(dir(builtins))
+
+
+@pytest.mark.parametrize("selection", list(SELECTIONS))
+def test_renamed_text_names_only_what_the_copy_has(selection: str):
+    """No text of a renamed copy names a file, driver, class, method or config key of a unit it dropped.
+
+    Generic: the units and what each defines come from the rename's manifest and the code, not a word list.
+    """
+    name, examples = SELECTIONS[selection]
+    template = selfcheck.tree(ROOT)
+    files, keep = renamed_in_memory(name, examples)
+    exports = selfcheck.export_names(template) | {name}
+    found = selfcheck.dangling_paths(files)
+    found += selfcheck.unused_export_uses(files, exports)
+    found += selfcheck.dangling_names(files, foreign_names(template, files, keep))
+    found += selfcheck.undeclared_imports(files)
+    assert found == [], f"{selection}: " + "\n".join(found)
+
+
 # The units and their markers
 
 
@@ -322,7 +395,7 @@ def test_units_are_consistent():
     tracked = git(ROOT, "ls-files").splitlines()
     for path in tracked:
         text = (ROOT / path).read_text(errors="replace") if (ROOT / path).is_file() else ""
-        for unit_list in re.findall(r"\bunit:([a-z_,]+):(?:start|end)\b", text):
+        for unit_list in re.findall(r"\b(?:unit|dropped):([a-z_,]+):(?:start|end)\b", text):
             assert set(unit_list.split(",")) <= set(rename_script["UNITS"]), f"{path}: unknown unit in {unit_list}"
     for unit, (owned, needs) in rename_script["UNITS"].items():
         assert set(needs.split()) <= set(rename_script["UNITS"]), unit
@@ -655,7 +728,13 @@ def test_copier_update_merges_template_changes(template_repo: TemplateRepo, tmp_
     # What the update changed: the driver (merged) and the answers file; no template-only text came back.
     changed = git(project, "diff", "--name-only", "HEAD").splitlines()
     changed += git(project, "ls-files", "--others", "--exclude-standard").splitlines()
-    assert sorted(changed) == [".copier-answers.yml", "src/jumpstarter_driver_acme_relay/driver.py"], status
+    # docs/writing-drivers.md links the dropped examples' files at the template commit: the newer one now.
+    assert sorted(changed) == [
+        ".copier-answers.yml",
+        "docs/writing-drivers.md",
+        "src/jumpstarter_driver_acme_relay/driver.py",
+    ], status
+    assert f"blob/{template_repo.newer}/" in (project / "docs" / "writing-drivers.md").read_text()
 
 
 def test_wheel_of_a_copy_holds_only_its_package(copies: dict[str, Future[Copy]]):

@@ -3,7 +3,8 @@
 The exporter builds this class from its config (`examples/exporter.yaml`) and serves its `@export`
 methods over gRPC; `TemplateClient` (client.py) calls them from tests and `j`. Replace the two
 methods below with what your device does: a unary call returns one result, a streaming call
-yields results as they come.
+yields results as they come. A `reset()` or `close()` that must talk to the device (a safe state at
+lease end) awaits through `run_async_bounded` (lifecycle.py).
 """
 
 from __future__ import annotations

@@ -96,7 +96,7 @@ class DeviceOutputPower(PowerInterface, Driver):
         """Switch the supply's output off."""
         await self.device.set_output(False)
 
-    # Upstream's `j power read` reads the stream to the end for each reading: it must end.
+    # Upstream's `j board power read` reads the stream to the end for each reading: it must end.
     @export
     async def read(self) -> AsyncGenerator[PowerReading, None]:
         """One reading of the output's voltage and current."""
