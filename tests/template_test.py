@@ -32,6 +32,7 @@ from typing import Any
 import pytest
 import selfcheck
 import yaml
+from harness import watch
 
 ROOT = Path(__file__).resolve().parent.parent
 SCRIPT = ROOT / "scripts" / "rename.py"
@@ -84,6 +85,7 @@ def run(args: list[str], cwd: Path, timeout: float = STEP_TIMEOUT, **env: str) -
         args, cwd=cwd, env=child_env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True
     )
     _RUNNING.add(process)
+    watch(process.pid)  # ended by the harness's watchdog if this pytest dies before stop_copies runs
     try:
         out, err = process.communicate(timeout=timeout)
     finally:
