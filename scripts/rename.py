@@ -161,14 +161,14 @@ class Names:
     title: str  # Acme Power Strip (titles)
 
     @classmethod
-    def from_name(cls, name: str) -> Names:
-        """Derive every form from a validated name."""
+    def from_name(cls, name: str, camel: str | None = None) -> Names:
+        """Derive every form from a validated name (the class name from it too, unless `camel` is given)."""
         words = name.split("-")
         return cls(
             name=name,
             distribution=PREFIX + name,
             package=(PREFIX + name).replace("-", "_"),
-            camel="".join(word.capitalize() for word in words),
+            camel=camel or "".join(word.capitalize() for word in words),
             title=" ".join(word.capitalize() for word in words),
         )
 
@@ -205,6 +205,30 @@ def name_problem(raw: str, name: str) -> str | None:
     if not package.isidentifier() or keyword.iskeyword(package):
         return f"{raw!r} gives the import package {package!r}, which is not a Python identifier"
     return None
+
+
+CLASS_RE = re.compile(r"[A-Z][A-Za-z0-9_]*\Z")
+VALID_CLASS = (
+    "A valid class name is a Python identifier in CapWords, ASCII letters and digits, that the package does not "
+    "use already, e.g. 'NetPDU' (the client becomes NetPDUClient)."
+)
+
+
+def validate_class(raw: str) -> str:
+    """Return the skeleton driver's class name as given, or raise RenameError (exit 2) saying what is wrong."""
+    if not raw:
+        problem = "the class name is empty"
+    elif not raw.isascii() or not raw.isidentifier():
+        problem = f"{raw!r} is not a Python identifier"
+    elif keyword.iskeyword(raw):  # True, False, None: the others start lowercase
+        problem = f"{raw!r} is a Python keyword"
+    elif not CLASS_RE.match(raw):
+        problem = f"{raw!r} does not start with an uppercase letter"
+    elif raw.endswith("Client"):
+        problem = f"{raw!r} ends with 'Client', which the client class's name adds ({raw}Client)"
+    else:
+        return raw
+    raise RenameError(f"invalid class name: {problem}.\n{VALID_CLASS}", EXIT_INVALID)
 
 
 def suggest_name(name: str) -> str | None:
@@ -459,16 +483,17 @@ def project_files(copier_operation: str | None) -> list[str]:
     return sorted({p for p in paths if p and (ROOT / p).is_file() and not (ROOT / p).is_symlink()} - {ANSWERS_FILE})
 
 
-def check_clashes(new: Names, files: list[str]) -> None:
+def check_clashes(new: Names, files: list[str], chosen_class: bool = False) -> None:
     """Refuse a name whose skeleton class would clash with a name the template's code already uses."""
     for path in files:
         if path.endswith(".py") and owner(path) != "skeleton" and path not in TEMPLATE_ONLY:
             text = (ROOT / path).read_text(encoding="utf-8", errors="replace")
             found = re.search(rf"\b({new.camel}|{new.camel}Client)\b", text)
             if found:
+                what, hint = ("class name", VALID_CLASS) if chosen_class else ("driver name", VALID_NAME)
                 raise RenameError(
-                    f"invalid driver name: the driver class {new.camel} would clash with {found.group(1)} in "
-                    f"{path}.\n{VALID_NAME}",
+                    f"invalid {what}: the driver class {new.camel} would clash with {found.group(1)} in "
+                    f"{path}.\n{hint}",
                     EXIT_INVALID,
                 )
 
@@ -670,6 +695,13 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         metavar="LIST",
         help=f"comma-separated example units to keep, from: {','.join(EXAMPLES)} (default: all of them)",
     )
+    parser.add_argument(
+        "--class",
+        dest="class_name",
+        metavar="ClassName",
+        help="the skeleton driver's class name (default: from NAME, acme-power-strip gives AcmePowerStrip); "
+        "its client is ClassNameClient",
+    )
     parser.add_argument("--author-name", default=DEFAULT_AUTHOR_NAME, help="pyproject.toml's author")
     parser.add_argument("--author-email", default=DEFAULT_AUTHOR_EMAIL, help="pyproject.toml's author email")
     parser.add_argument("--description", help="pyproject.toml's description (default: 'Jumpstarter driver for NAME')")
@@ -692,7 +724,8 @@ def main(argv: list[str] | None = None) -> int:
     by_copier = args.copier_operation is not None
     note = ""
     try:
-        new = Names.from_name(validate_name(args.name))
+        name = validate_name(args.name)
+        new = Names.from_name(name, None if args.class_name is None else validate_class(args.class_name))
         keep = select_units(args.examples)
         check_location()
         if not by_copier:
@@ -700,10 +733,11 @@ def main(argv: list[str] | None = None) -> int:
             note = check_tree(args.force, args.dry_run)
         files = project_files(args.copier_operation)
         if args.copier_operation != "update":  # on update the author's own code uses the name already
-            check_clashes(new, files)
+            check_clashes(new, files, chosen_class=args.class_name is not None)
         answers: dict[str, object] = {
             "author_email": args.author_email,
             "author_name": args.author_name,
+            "class_name": new.camel,
             "description": args.description or DEFAULT_DESCRIPTION.format(name=new.name),
             # What the author chose (copier records its answer so), not the units it needs too.
             "examples": [unit for unit in EXAMPLES if unit in chosen_examples(args.examples)],

@@ -80,7 +80,7 @@ def parameters(value: object) -> list[str]:
 def clashes(client: type) -> list[str]:
     """The names `client` (and its bases of this package) defines that DriverClient uses for something else.
 
-    Overriding one of DriverClient's methods with the same parameters is allowed (BaseClient does it on
+    Overriding one of DriverClient's methods with the same parameters is allowed (a client that cancels calls does, on
     purpose); a method where DriverClient has a property (`status`), a field (`labels`) or a method of
     other parameters breaks the client, and mypy reports it only for some.
     """

@@ -70,6 +70,8 @@ SELECTIONS = {
     "default": ("acme-power-strip", None),
     **{unit: (f"lab-{unit}-driver", unit) for unit in EXAMPLES},
 }
+# The skeleton's copy also chooses its class name, so that a copy renamed with --class passes its own checks.
+CLASS_NAMES = {"skeleton": "LabSkeletonPDU"}
 
 
 _RUNNING: set[subprocess.Popen[str]] = set()
@@ -179,10 +181,11 @@ class Copy:
     checks: dict[str, subprocess.CompletedProcess[str]]
 
 
-def make_and_check_copy(tmp: Path, name: str, selection: str | None) -> Copy:
+def make_and_check_copy(tmp: Path, name: str, selection: str | None, class_name: str | None = None) -> Copy:
     """Rename a copy, then run what its CI runs: uv sync, ruff, mypy, its own tests, the wheel build and import."""
     path = copy_template(tmp / f"jumpstarter-driver-{name}")
     args = [name, "--commit", "0000000"] + ([] if selection is None else ["--examples", selection])
+    args += [] if class_name is None else ["--class", class_name]
     # The default copy runs its whole suite; a copy of one example skips the packaging tests (marked slow), whose
     # substance for a selection (the wheel builds, its drivers and clients import) is checked below for every copy.
     only = [] if selection is None else ["-m", "not slow"]
@@ -226,7 +229,7 @@ def start_copies() -> None:
     futures = {}
     for key, (name, selection) in SELECTIONS.items():
         (tmp / key).mkdir()
-        futures[key] = pool.submit(make_and_check_copy, tmp / key, name, selection)
+        futures[key] = pool.submit(make_and_check_copy, tmp / key, name, selection, CLASS_NAMES.get(key))
     _COPIES.update(tmp=tmp, pool=pool, futures=futures)
 
 
@@ -315,21 +318,23 @@ def _closure(unit: str) -> set[str]:
 
 
 def test_skeleton_is_named_after_the_driver(copies: dict[str, Future[Copy]]):
-    """The skeleton's class, client and `j` command carry the driver's name."""
+    """The skeleton's class and client carry the class name it chose (--class), its `j` command the driver's name."""
     copy = copies["skeleton"].result(timeout=2 * SUITE_TIMEOUT)
     source = copy.path / "src" / package(copy.name)
-    assert "class LabSkeletonDriver(Driver):" in (source / "driver.py").read_text()
-    assert "class LabSkeletonDriverClient(BaseClient):" in (source / "client.py").read_text()
+    assert "class LabSkeletonPDU(Driver):" in (source / "driver.py").read_text()
+    assert "class LabSkeletonPDUClient(BaseClient):" in (source / "client.py").read_text()
     assert list(yaml.safe_load((copy.path / "examples" / "exporter.yaml").read_text())["export"]) == [copy.name]
 
 
 # What a renamed copy's text names, for every selection, renamed in memory (no copy is written or run)
 
 
-def renamed_in_memory(name: str, selection: str | None) -> tuple[dict[str, str], list[str]]:
+def renamed_in_memory(
+    name: str, selection: str | None, class_name: str | None = None
+) -> tuple[dict[str, str], list[str]]:
     """The text files of the copy a rename to `name` keeping `selection` makes, by path; and the units kept."""
     template = selfcheck.tree(ROOT)
-    new = rename_script["Names"].from_name(name)
+    new = rename_script["Names"].from_name(name, class_name)
     keep = rename_script["select_units"](selection)
     answers = {"author_name": "A", "author_email": "a@example.com", "description": "D", "examples": [], "name": name}
     plan = rename_script["make_plan"](new, keep, sorted(template), answers, "0000000")
@@ -381,7 +386,7 @@ def test_renamed_text_names_only_what_the_copy_has(selection: str):
     """
     name, examples = SELECTIONS[selection]
     template = selfcheck.tree(ROOT)
-    files, keep = renamed_in_memory(name, examples)
+    files, keep = renamed_in_memory(name, examples, CLASS_NAMES.get(selection))
     exports = selfcheck.export_names(template) | {name}
     found = selfcheck.dangling_paths(files)
     found += selfcheck.unused_export_uses(files, exports)
@@ -489,6 +494,49 @@ def test_rejected_name_suggests_a_valid_one(name: str, suggestion: str):
         rename_script["validate_name"](name)
     assert raised.value.status == 2
     assert rename_script["validate_name"](suggestion) == suggestion
+
+
+@pytest.mark.parametrize(
+    ("class_name", "reason"),
+    [
+        ("netPdu", "does not start with an uppercase letter"),
+        ("Net-Pdu", "is not a Python identifier"),
+        ("Net Pdu", "is not a Python identifier"),
+        ("Caf\u00e9", "is not a Python identifier"),
+        ("9Pdu", "is not a Python identifier"),
+        ("None", "is a Python keyword"),
+        ("", "the class name is empty"),
+        ("NetPduClient", "ends with 'Client'"),
+        ("Driver", "the driver class Driver would clash with Driver"),
+        ("Base", "the driver class Base would clash with BaseClient"),
+    ],
+)
+def test_rejected_class_name_exits_2_and_changes_nothing(template_tree: Path, class_name: str, reason: str):
+    """--class refuses what is not a CapWords identifier, or a name the package's code uses; nothing changes."""
+    before = snapshot(template_tree)
+    result = rename(template_tree, "net-pdu", f"--class={class_name}")
+    assert snapshot(template_tree) == before
+    assert result.returncode == 2, explain(result)
+    assert "invalid class name" in result.stderr and reason in result.stderr, result.stderr
+    assert "A valid class name is a Python identifier in CapWords" in result.stderr
+    assert result.stdout == ""
+
+
+def test_class_option_names_the_skeleton_and_its_client(scratch_tree: Path):
+    """--class NetPDU names the skeleton NetPDU and its client NetPDUClient; the `j` command keeps the driver name."""
+    result = rename(scratch_tree, "net-pdu", "--class", "NetPDU", "--examples", "skeleton", "--commit", "0000000")
+    assert result.returncode == 0, explain(result)
+    source = scratch_tree / "src" / "jumpstarter_driver_net_pdu"
+    assert "class NetPDU(Driver):" in (source / "driver.py").read_text()
+    assert '"jumpstarter_driver_net_pdu.client.NetPDUClient"' in (source / "driver.py").read_text()
+    assert "class NetPDUClient(BaseClient):" in (source / "client.py").read_text()
+    entry_points = tomllib.loads((scratch_tree / "pyproject.toml").read_text())["project"]["entry-points"]
+    assert entry_points["jumpstarter.drivers"] == {"NetPDU": "jumpstarter_driver_net_pdu.driver:NetPDU"}
+    exporter = yaml.safe_load((scratch_tree / "examples" / "exporter.yaml").read_text())["export"]
+    assert exporter == {"net-pdu": exporter["net-pdu"]}
+    assert exporter["net-pdu"]["type"] == "jumpstarter_driver_net_pdu.driver.NetPDU"
+    assert "NetPdu" not in "".join(p.read_text(errors="replace") for p in scratch_tree.rglob("*.py"))
+    assert yaml.safe_load((scratch_tree / ".copier-answers.yml").read_text())["class_name"] == "NetPDU"
 
 
 def test_board_alone_keeps_the_device_it_needs():
@@ -621,7 +669,11 @@ def committed_project(path: Path) -> None:
 
 @pytest.mark.parametrize(
     ("data", "problem"),
-    [("name=Acme_Relay", "lowercase letters, digits and hyphens"), ("examples=[]", "choose at least one")],
+    [
+        ("name=Acme_Relay", "lowercase letters, digits and hyphens"),
+        ("examples=[]", "choose at least one"),
+        ("class_name=acmeRelay", "a Python identifier in CapWords"),
+    ],
 )
 def test_copier_refuses_malformed_answers_before_copying(template_repo: TemplateRepo, tmp_path: Path, data, problem):
     """copier's own validators refuse a malformed name or no example at once: nothing is generated."""
