@@ -130,14 +130,16 @@ def test_next_local_session_starts_from_defaults(session: Session):
     [
         ({"max_secnds": 5}, "max_secnds", "Unexpected keyword argument"),
         ({"max_seconds": "soon"}, "max_seconds", "Input should be a valid number"),
+        ({"upload_dir": "/proc/no-such-dir/uploads"}, "upload_dir", "cannot create '/proc/no-such-dir/uploads'"),
     ],
 )
 def test_bad_exporter_config_stops_jmp_shell(tmp_path: Path, override: dict, field: str, problem: str):
-    """An unknown key or a wrong type under `config:` fails before the shell starts, naming the field."""
+    """An unknown key, a wrong type or an upload_dir that cannot be made stops the shell, naming entry and key."""
     config = write_config(tmp_path, {"custom": override})
     result = run([JMP, "shell", "--exporter-config", str(config), "--", "echo", "SHELL STARTED"], cwd=tmp_path)
     assert result.returncode != 0
-    assert f"ValidationError: 1 validation error for ExampleCustom\n{field}\n  {problem}" in result.stdout
+    first = f"ValidationError: 1 validation error for ExampleCustom, export entry 'custom': {field}: {problem}"
+    assert first in " ".join(result.stdout.split()), result.stdout[-3000:]  # rich wraps the traceback's lines
     assert "SHELL STARTED" not in result.stdout
 
 

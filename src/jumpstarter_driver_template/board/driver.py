@@ -18,11 +18,13 @@ from pydantic import ConfigDict, Field
 from pydantic.dataclasses import dataclass
 
 from ..device.interface import PowerSupplyInterface
+from ..validation import names_its_config_errors
 from .common import BoardTiming
 
 CHILDREN = ("device", "power")
 
 
+@names_its_config_errors
 @dataclass(kw_only=True, config=ConfigDict(extra="forbid"))
 class ExampleBoard(Driver):
     """A bench: a power supply (`device`) and a power switch (`power`: the supply's output, unless configured)."""

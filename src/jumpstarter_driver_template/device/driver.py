@@ -20,7 +20,7 @@ from pydantic.dataclasses import dataclass
 
 from ..cancellation import to_completion
 from ..lifecycle import run_async_bounded
-from ..validation import validate
+from ..validation import names_its_config_errors, validate
 from .common import Command, DeviceState, Measurement, Volts
 from .connection import DeviceError, LineConnection
 from .interface import PowerSupplyInterface
@@ -32,6 +32,7 @@ VOLTS = TypeAdapter(Volts)
 
 # Exporter YAML `config:` keys become keyword arguments: `extra="forbid"` turns a typo into an error
 # naming the key, and every value has bounds.
+@names_its_config_errors
 @dataclass(kw_only=True, config=ConfigDict(extra="forbid"))
 class ExampleDevice(PowerSupplyInterface, Driver):
     """A bench power supply on TCP: one shared connection, timeouts, reconnection, a safe state between leases."""
