@@ -96,7 +96,7 @@ def _describe(problem: Any, names: list[str]) -> str:
 
 
 # Config errors. The exporter builds each driver from its YAML entry (`config:` as keyword arguments), and
-# pydantic's error starts "1 validation error for ExampleDevice": the class, not which of the config's
+# pydantic's error starts "1 validation error for MyDriver": the class, not which of the config's
 # entries it is (two entries may share a class), and the key only on the next line, at the end of a
 # ~240-line traceback from `jmp run`. Jumpstarter 0.9 does not tell a driver its name: the name is the
 # key of the loop over `children` (or `export`) in ExporterConfigV1Alpha1DriverInstance.instantiate,
@@ -108,8 +108,8 @@ Driver = TypeVar("Driver", bound=type)
 def names_its_config_errors(cls: Driver) -> Driver:
     """Class decorator: a config error of this driver, built from an exporter config, names the entry and the key.
 
-    Its first line becomes `1 validation error for ExampleDevice, export entry 'board.device': timeout:
-    Input should be greater than 0`. Built in code (a test's `ExampleDevice(...)`), the error is pydantic's own.
+    Its first line becomes `1 validation error for MyDriver, export entry 'outer.inner': timeout:
+    Input should be greater than 0`. Built in code (a test's `MyDriver(...)`), the error is pydantic's own.
     """
     init: Callable[..., None] = vars(cls)["__init__"]  # the one pydantic's dataclass made
 
@@ -131,7 +131,7 @@ def names_its_config_errors(cls: Driver) -> Driver:
 
 
 def export_entry() -> str | None:
-    """The path (`board.device`) of the exporter config entry being built on this thread, or None outside one."""
+    """The path (`outer.inner`) of the exporter config entry being built on this thread, or None outside one."""
     from jumpstarter.config.exporter import ExporterConfigV1Alpha1DriverInstance
 
     names = []
