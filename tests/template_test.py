@@ -72,6 +72,19 @@ SELECTIONS = {
 }
 # The skeleton's copy also chooses its class name, so that a copy renamed with --class passes its own checks.
 CLASS_NAMES = {"skeleton": "LabSkeletonPDU"}
+# What each copy's own suite runs. The skeleton's copy is what most authors start from: it runs its whole
+# suite, as its .ci/run does. The other copies run what a rename can break, which the template's own suite
+# cannot see: every in-process test of the renamed package (drivers, clients, the exact `j` output), its
+# text, entry points and dependencies, and one `jmp shell` of the renamed config. Their end-to-end tests
+# run the same code as the template's own, with only the package's name changed: the template runs them.
+COPY_TESTS = [
+    "src",
+    "tests/selfcheck_test.py",
+    "tests/entry_points_test.py",
+    "tests/exporter_test.py::test_local_shell_serves_every_driver",
+    "tests/exporter_test.py::test_every_driver_has_its_own_help",
+]
+COPY_EXTRA = ["tests/agents_test.py"]  # the default copy: every driver, as people and agents read it
 
 
 _RUNNING: set[subprocess.Popen[str]] = set()
@@ -186,9 +199,9 @@ def make_and_check_copy(tmp: Path, name: str, selection: str | None, class_name:
     path = copy_template(tmp / f"jumpstarter-driver-{name}")
     args = [name, "--commit", "0000000"] + ([] if selection is None else ["--examples", selection])
     args += [] if class_name is None else ["--class", class_name]
-    # The default copy runs its whole suite; a copy of one example skips the packaging tests (marked slow), whose
-    # substance for a selection (the wheel builds, its drivers and clients import) is checked below for every copy.
-    only = [] if selection is None else ["-m", "not slow"]
+    only = (
+        [] if selection == "skeleton" else ["-m", "not slow", *COPY_TESTS, *(COPY_EXTRA if selection is None else [])]
+    )
     renamed = rename(path, *args)
     assert renamed.returncode == 0, explain(renamed)
     checks = {}
