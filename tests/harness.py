@@ -272,14 +272,22 @@ def local_shell(config: Path, script: str, timeout: float = 120.0) -> str:
     succeeds. Each call is a `jmp shell` of its own (seconds: see docs/testing.md), so give it every
     command a test needs at once.
     """
-    body = f"{FAILS}\nset -e\n{script}\necho {DONE}"
-    command = [JMP, "shell", "--exporter-config", str(config), "--", "sh", "-c", body]
-    result = run(command, timeout=timeout, cwd=config.parent)
-    assert result.returncode == 0, result.stdout
+    command = [JMP, "shell", "--exporter-config", str(config), "--", *script_command(script)]
+    return checked_script_output(run(command, timeout=timeout, cwd=config.parent))
+
+
+def script_command(script: str) -> list[str]:
+    """The `sh -c` command that local_shell runs: `fails` defined, `set -e`, DONE printed at the end."""
+    return ["sh", "-c", f"{FAILS}\nset -e\n{script}\necho {DONE}"]
+
+
+def checked_script_output(result: subprocess.CompletedProcess[str]) -> str:
+    """The output of a script_command, failing the test if a command failed or one that should fail did not."""
     lines = result.stdout.splitlines()
     unexpected = [line for line in lines if line.startswith("SUCCEEDED, EXPECTED TO FAIL: ")]
     assert not unexpected, f"{unexpected[0]}\n{result.stdout}"
     assert DONE in lines, f"a command of the script failed:\n{result.stdout}"
+    assert result.returncode == 0, f"exit status {result.returncode}:\n{result.stdout}"
     return result.stdout
 
 

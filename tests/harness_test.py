@@ -19,11 +19,14 @@ from harness import (
     EXAMPLE_CONFIG,
     ROOT,
     Exporter,
+    checked_script_output,
     example_config,
     failed,
     find_driver,
     local_shell,
+    run,
     running,
+    script_command,
     shared_exporter,
     wait_for,
     write_config,
@@ -65,10 +68,21 @@ def test_own_config_runs_and_expected_failures_report_their_status(tmp_path: Pat
     assert failed(out, "j group inner no-such-command") == 1
 
 
-def test_a_command_expected_to_fail_that_succeeds_fails_the_test(tmp_path: Path):
-    """`fails` on a command that succeeds stops the script and fails the test, naming the command."""
-    with pytest.raises(AssertionError, match="SUCCEEDED, EXPECTED TO FAIL: j --help"):
-        local_shell(write_config(tmp_path, config=own_config()), "fails j --help")
+@pytest.mark.parametrize(
+    ("script", "problem"),
+    [
+        ("fails true", "SUCCEEDED, EXPECTED TO FAIL: true"),
+        ("false\necho after", "a command of the script failed"),
+    ],
+)
+def test_a_script_whose_commands_do_not_do_as_expected_fails_the_test(script: str, problem: str):
+    """`fails` on a command that succeeds, or a command that fails outside `fails`, stops the script and the test.
+
+    The script alone, in `sh`: what `jmp shell` adds to it is the test above's.
+    """
+    with pytest.raises(AssertionError, match=problem) as failure:
+        checked_script_output(run(script_command(script)))
+    assert "after" not in str(failure.value)
 
 
 shared = shared_exporter(config=own_config())
