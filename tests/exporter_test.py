@@ -160,5 +160,5 @@ def test_an_exporter_that_exits_at_start_fails_at_once_with_its_log(tmp_path: Pa
     with pytest.raises(AssertionError) as failure, exporter_process(tmp_path, {driver: {"no_such_key": 1}}, 600):
         pass
     message = str(failure.value)
-    assert "not reached: jmp run exited with status" in message
+    assert "not reached: jmp run's exporter exited at start" in message
     assert "no_such_key" in message  # from the exporter's log

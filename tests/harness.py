@@ -459,6 +459,8 @@ def _serving(workdir: Path, config: Path, timeout: float) -> Iterator[Exporter]:
             """The exporter answers and lists every driver of its config; one that exited fails at once."""
             if exporter.process.poll() is not None:
                 raise Abort(f"jmp run exited with status {exporter.process.returncode}")
+            if RAPID_FAILURE in exporter.log.read_text(errors="replace"):
+                raise Abort("jmp run's exporter exited at start (jmp run retries it 5 times, then exits 0)")
             with exporter.client() as client:
                 listed = set(client.children)
                 if listed != expected:
@@ -469,6 +471,8 @@ def _serving(workdir: Path, config: Path, timeout: float) -> Iterator[Exporter]:
         yield exporter
 
 
+RAPID_FAILURE = "rapid failure 1/"
+"""jmp run's log line when the exporter it forked exited right after it started (Jumpstarter 0.9)."""
 HOOKS_CONFIG = EXAMPLE_CONFIG.parent / "exporter-hooks.yaml"
 SERVING = "Session server started"
 """jmp run's log line once it serves (Jumpstarter 0.9)."""
