@@ -258,8 +258,8 @@ class BaselineClient(DriverClient):
         """Open `constant_stream`; leaving the block ends the driver's end of it.
 
         0.9's `stream_async` only half-closes: the driver's end would stay open until the client
-        disconnects. Cancelling the gRPC call releases it (what the package's BaseClient does,
-        repeated here so that the baselines need no example's support module).
+        disconnects. Cancelling the gRPC call releases it (done here, so that the baselines need
+        none of the package's support modules).
         """
         async with self.stream_async("constant_stream") as stream:
             try:

@@ -61,8 +61,8 @@ from jumpstarter.config.exporter import ExporterConfigV1Alpha1DriverInstance  # 
 
 # One block of each comparison per round, many rounds: a comparison's blocks are spread over the whole run
 # instead of a few seconds, so a stretch of heavy load spoils some of them, not all (with 4 blocks in a row per
-# round, the exporter's save_random/naive went from 3.6x to 2.7x in one run of three: its three windows were
-# all busy ones).
+# round, a byte stream's fast-helper/naive ratio went from 3.6x to 2.7x in one run of three: its three windows
+# were all busy ones).
 FULL = Sizes(blocks=1, calls=30, items=100, bytes=32 * MiB, latency=30, rss=256 * MiB, rss_runs=3)
 ROUNDS = 12
 SCRATCH_NEEDED = 2 * 1024 * MiB

@@ -136,7 +136,7 @@ class Target:
         """(passed, within the spread): a target fails when its whole inter-quartile range misses the bound.
 
         Why the spread and not the median alone: on a loaded machine the per-block ratios of a
-        method whose true cost sits near its bound (ExamplePower's `on` logs every switch, 1.07-1.10x
+        method whose true cost sits near its bound (a method that logs every call measured 1.07-1.10x
         its echo, against 1.1) land on both sides of it, and so would a verdict on their median,
         from one run to the next. Judged on the quartiles, a FAIL means three quarters of the blocks
         miss the bound: a cost the method clearly adds, found again by every run. A median beyond the

@@ -21,7 +21,10 @@ Template-only machinery, for template maintainers. In any text file:
   lines between are kept (a README hides them inside an HTML comment), with {name}, {distribution},
   {package}, {camel}, {title} and {description} replaced; nothing else is rewritten there;
 - lines between "unit:NAMES:start" and "unit:NAMES:end" (NAMES: units, comma-separated) are kept,
-  without the marker lines, when one of those units is kept, and deleted otherwise.
+  without the marker lines, when one of those units is kept, and deleted otherwise;
+- lines between "dropped:NAMES:start" and "dropped:NAMES:end" are kept when none of those units is kept,
+  like renamed-only lines (placeholders replaced, {template_files} among them: the template's files at
+  the commit the copy records, for a link to a dropped example), and deleted otherwise.
 A unit's files are listed in UNITS below, one line each; SUPPORT lists modules units share.
 
 Standard library only, so it runs before any environment exists; the syntax stays within
@@ -72,7 +75,7 @@ EXAMPLES: dict[str, tuple[str, str]] = {
     "skeleton": (
         f"{P}/driver.py {P}/client.py {P}/driver_test.py {P}/client_test.py tests/hardware/driver_test.py "
         "benchmarks/driver_bench.py",
-        "base_client validation",
+        "base_client validation lifecycle",
     ),
     "power": (
         f"{P}/power/ tests/power_test.py tests/hardware/power_test.py benchmarks/power_bench.py docs/power.md",
@@ -97,7 +100,7 @@ EXAMPLES: dict[str, tuple[str, str]] = {
     ),
     "console": (
         f"{P}/console/ tests/console_test.py benchmarks/console_bench.py docs/console.md",
-        "commands",
+        "commands validation",
     ),
 }
 # Modules that several units use: kept when a kept unit needs them.
@@ -135,8 +138,8 @@ VALID_NAME = (
 )
 
 NAME_RE = re.compile(r"[a-z][a-z0-9]*(?:-[a-z0-9]+)*\Z")
-MARKER_RE = re.compile(r"\b(template-only|renamed-only|unit:([a-z_,]+)):(start|end)\b")
-PLACEHOLDER_RE = re.compile(r"\{(name|distribution|package|camel|title|description)\}")
+MARKER_RE = re.compile(r"\b(template-only|renamed-only|(unit|dropped):([a-z_,]+)):(start|end)\b")
+PLACEHOLDER_RE = re.compile(r"\{(name|distribution|package|camel|title|description|template_files)\}")
 LEFTOVER_RE = re.compile(r"template", re.IGNORECASE)
 # Directories never read or rewritten in copier mode, where git may not say which files are the project's.
 SKIP_DIRS = {".git", ".venv", "venv", "node_modules", "__pycache__", ".tox", ".mypy_cache", ".pytest_cache",
@@ -162,14 +165,14 @@ class Names:
     title: str  # Acme Power Strip (titles)
 
     @classmethod
-    def from_name(cls, name: str) -> Names:
-        """Derive every form from a validated name."""
+    def from_name(cls, name: str, camel: str | None = None) -> Names:
+        """Derive every form from a validated name (the class name from it too, unless `camel` is given)."""
         words = name.split("-")
         return cls(
             name=name,
             distribution=PREFIX + name,
             package=(PREFIX + name).replace("-", "_"),
-            camel="".join(word.capitalize() for word in words),
+            camel=camel or "".join(word.capitalize() for word in words),
             title=" ".join(word.capitalize() for word in words),
         )
 
@@ -206,6 +209,30 @@ def name_problem(raw: str, name: str) -> str | None:
     if not package.isidentifier() or keyword.iskeyword(package):
         return f"{raw!r} gives the import package {package!r}, which is not a Python identifier"
     return None
+
+
+CLASS_RE = re.compile(r"[A-Z][A-Za-z0-9_]*\Z")
+VALID_CLASS = (
+    "A valid class name is a Python identifier in CapWords, ASCII letters and digits, that the package does not "
+    "use already, e.g. 'NetPDU' (the client becomes NetPDUClient)."
+)
+
+
+def validate_class(raw: str) -> str:
+    """Return the skeleton driver's class name as given, or raise RenameError (exit 2) saying what is wrong."""
+    if not raw:
+        problem = "the class name is empty"
+    elif not raw.isascii() or not raw.isidentifier():
+        problem = f"{raw!r} is not a Python identifier"
+    elif keyword.iskeyword(raw):  # True, False, None: the others start lowercase
+        problem = f"{raw!r} is a Python keyword"
+    elif not CLASS_RE.match(raw):
+        problem = f"{raw!r} does not start with an uppercase letter"
+    elif raw.endswith("Client"):
+        problem = f"{raw!r} ends with 'Client', which the client class's name adds ({raw}Client)"
+    else:
+        return raw
+    raise RenameError(f"invalid class name: {problem}.\n{VALID_CLASS}", EXIT_INVALID)
 
 
 def suggest_name(name: str) -> str | None:
@@ -312,27 +339,37 @@ class Substituter:
         return replacement
 
 
-def rewrite_text(text: str, path: str, new: Names, keep: list[str], description: str, substitute: Substituter) -> str:
+def template_files(commit: str) -> str:
+    """Where the template's files are at `commit`, on its public home: what links to dropped examples start with."""
+    return f"{TEMPLATE_SOURCE}/blob/{commit}"
+
+
+def rewrite_text(
+    text: str, path: str, new: Names, keep: list[str], description: str, substitute: Substituter, commit: str
+) -> str:
     """Apply the markers and the substitutions to one file's text."""
     sentence = description if description.endswith((".", "!", "?")) else f"{description}."  # as README's first line
     values = {"description": sentence, **{k: getattr(new, k) for k in ("name", "distribution", "package")}}
-    values.update(camel=new.camel, title=new.title)
+    values.update(camel=new.camel, title=new.title, template_files=template_files(commit))
     out = []
     blocks: list[tuple[str, bool, int]] = []  # open blocks: (kind, kept, line of its start marker)
     for number, line in enumerate(text.splitlines(keepends=True), start=1):
         marker = MARKER_RE.search(line)
         if marker is not None:
-            kind, units, edge = marker.groups()
-            kind = f"unit:{units}" if units else kind
+            kind, unit_kind, units, edge = marker.groups()
+            kind = f"{unit_kind}:{units}" if units else kind
             if edge == "start":
-                if blocks and not blocks[-1][0].startswith("unit:"):
+                if blocks and not blocks[-1][0].startswith(("unit:", "dropped:")):
                     start = blocks[-1][2]
                     raise RenameError(f"{path}:{number}: {marker.group(0)} inside the block started on line {start}")
                 if units:
                     unknown = [unit for unit in units.split(",") if unit not in UNITS]
                     if unknown:
                         raise RenameError(f"{path}:{number}: unknown unit {', '.join(unknown)} in {marker.group(0)}")
-                kept = any(unit in keep for unit in units.split(",")) if units else kind == "renamed-only"
+                if unit_kind == "dropped":
+                    kept = not any(unit in keep for unit in units.split(","))
+                else:
+                    kept = any(unit in keep for unit in units.split(",")) if units else kind == "renamed-only"
                 blocks.append((kind, kept, number))
             else:
                 if not blocks or blocks[-1][0] != kind:
@@ -341,7 +378,7 @@ def rewrite_text(text: str, path: str, new: Names, keep: list[str], description:
             continue
         if not all(kept for _, kept, _ in blocks):
             continue
-        if any(kind == "renamed-only" for kind, _, _ in blocks):
+        if any(kind == "renamed-only" or kind.startswith("dropped:") for kind, _, _ in blocks):
             out.append(PLACEHOLDER_RE.sub(lambda m: values[m.group(1)], line))
         else:
             out.append(substitute(line))
@@ -450,22 +487,23 @@ def project_files(copier_operation: str | None) -> list[str]:
     return sorted({p for p in paths if p and (ROOT / p).is_file() and not (ROOT / p).is_symlink()} - {ANSWERS_FILE})
 
 
-def check_clashes(new: Names, files: list[str]) -> None:
+def check_clashes(new: Names, files: list[str], chosen_class: bool = False) -> None:
     """Refuse a name whose skeleton class would clash with a name the template's code already uses."""
     for path in files:
         if path.endswith(".py") and owner(path) != "skeleton" and path not in TEMPLATE_ONLY:
             text = (ROOT / path).read_text(encoding="utf-8", errors="replace")
             found = re.search(rf"\b({new.camel}|{new.camel}Client)\b", text)
             if found:
+                what, hint = ("class name", VALID_CLASS) if chosen_class else ("driver name", VALID_NAME)
                 raise RenameError(
-                    f"invalid driver name: the driver class {new.camel} would clash with {found.group(1)} in "
-                    f"{path}.\n{VALID_NAME}",
+                    f"invalid {what}: the driver class {new.camel} would clash with {found.group(1)} in "
+                    f"{path}.\n{hint}",
                     EXIT_INVALID,
                 )
 
 
-def make_plan(new: Names, keep: list[str], files: list[str], answers: dict[str, object]) -> Plan:
-    """Compute the deletes and the rewrites of the rename; raise RenameError on a problem."""
+def make_plan(new: Names, keep: list[str], files: list[str], answers: dict[str, object], commit: str = "main") -> Plan:
+    """Compute the deletes and the rewrites of the rename (links to dropped examples at `commit`); raise RenameError."""
     names = Substituter(name_substitutions(new))
     substitute = Substituter(name_substitutions(new) + text_substitutions(new))
     description = str(answers["description"])
@@ -487,14 +525,14 @@ def make_plan(new: Names, keep: list[str], files: list[str], answers: dict[str, 
             if final != path:
                 plan.writes[final] = (path, "", "")
             continue
-        new_text = rewrite_text(text, path, new, keep, description, substitute)
+        new_text = rewrite_text(text, path, new, keep, description, substitute, commit)
         if final == "pyproject.toml":
             new_text = set_metadata(new_text, str(answers["author_name"]), str(answers["author_email"]), description)
         if new_text != text or final != path:
             plan.writes[final] = (path, text, new_text)
         provenance = {line for line in new_text.splitlines() if PROVENANCE in line and final == "README.md"}
         for number, line in enumerate(new_text.splitlines(), start=1):
-            if LEFTOVER_RE.search(line) and line not in provenance:
+            if LEFTOVER_RE.search(line.replace(TEMPLATE_SOURCE, "")) and line not in provenance:
                 plan.leftovers.append(f"{final}:{number}: {line.strip()}")
         if LEFTOVER_RE.search(final):
             plan.leftovers.append(f"{final}: the path mentions 'template'")
@@ -548,8 +586,8 @@ def git_source(source: str) -> str:
     return source
 
 
-def find_template_commit(source: str) -> str:
-    """The template commit this copy was made from: the one whose tree is this tree.
+def find_template_commit(source: str) -> tuple[str, str]:
+    """The template commit this copy was made from, the one whose tree is this tree: as described, and in full.
 
     "Use this template" makes a new first commit with the template's tree (not its commit), so the
     trees are compared: this working tree's, then those of this repository's own commits (an author
@@ -576,7 +614,7 @@ def find_template_commit(source: str) -> str:
             trees += git("log", "--format=%T", "HEAD").split()
         for tree in trees:
             if tree in commits:
-                return git("--git-dir", bare, "describe", "--tags", "--always", commits[tree])
+                return git("--git-dir", bare, "describe", "--tags", "--always", commits[tree]), commits[tree]
     raise RenameError(
         f"no commit of the template at {source} has this copy's files: pass --commit with the template commit or "
         "tag you copied (copier update needs it to know what you changed)."
@@ -661,6 +699,13 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         metavar="LIST",
         help=f"comma-separated example units to keep, from: {','.join(EXAMPLES)} (default: all of them)",
     )
+    parser.add_argument(
+        "--class",
+        dest="class_name",
+        metavar="ClassName",
+        help="the skeleton driver's class name (default: from NAME, acme-power-strip gives AcmePowerStrip); "
+        "its client is ClassNameClient",
+    )
     parser.add_argument("--author-name", default=DEFAULT_AUTHOR_NAME, help="pyproject.toml's author")
     parser.add_argument("--author-email", default=DEFAULT_AUTHOR_EMAIL, help="pyproject.toml's author email")
     parser.add_argument("--description", help="pyproject.toml's description (default: 'Jumpstarter driver for NAME')")
@@ -683,7 +728,8 @@ def main(argv: list[str] | None = None) -> int:
     by_copier = args.copier_operation is not None
     note = ""
     try:
-        new = Names.from_name(validate_name(args.name))
+        name = validate_name(args.name)
+        new = Names.from_name(name, None if args.class_name is None else validate_class(args.class_name))
         keep = select_units(args.examples)
         check_location()
         if not by_copier:
@@ -691,23 +737,29 @@ def main(argv: list[str] | None = None) -> int:
             note = check_tree(args.force, args.dry_run)
         files = project_files(args.copier_operation)
         if args.copier_operation != "update":  # on update the author's own code uses the name already
-            check_clashes(new, files)
+            check_clashes(new, files, chosen_class=args.class_name is not None)
         answers: dict[str, object] = {
             "author_email": args.author_email,
             "author_name": args.author_name,
+            "class_name": new.camel,
             "description": args.description or DEFAULT_DESCRIPTION.format(name=new.name),
             # What the author chose (copier records its answer so), not the units it needs too.
             "examples": [unit for unit in EXAMPLES if unit in chosen_examples(args.examples)],
             "name": new.name,
         }
-        plan = make_plan(new, keep, files, answers)
+        # Links to dropped examples name the template commit in full (copier passes its hash as --commit).
+        link_commit = args.commit or "main"
         if not by_copier and not args.dry_run:
             # Before anything changes: the tree must still be the template's to be found.
             source = args.template_source
             if Path(source).expanduser().is_dir():
                 source = str(Path(source).expanduser().resolve())  # copier resolves a relative path from its cwd
-            commit = args.commit or find_template_commit(source)
+            if args.commit:
+                commit = args.commit
+            else:
+                commit, link_commit = find_template_commit(source)
             answers = {"_commit": commit, "_src_path": source, **answers}
+        plan = make_plan(new, keep, files, answers, link_commit)
         if not args.dry_run:
             apply(plan)
             if not by_copier:  # copier writes the answers file itself

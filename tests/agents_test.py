@@ -190,8 +190,8 @@ def test_help_text_of_the_exporter_config_reaches_j_and_mcp(exporter: Exporter, 
     """`j --help`, `j <driver> --help` and MCP show the config's `description` and `methods_description`.
 
     Each driver of this package gets both (the example's own, or added here for each of its commands), so a
-    client whose `j` commands ignore the config (a plain click group instead of driver_group or upstream's
-    driver_click_group) fails. MCP's view is taken as an agent takes it: inside `jmp shell`, through `env()`.
+    client whose `j` commands ignore the config (a plain click group instead of upstream's driver_click_group
+    or a wrapper of it) fails. MCP's view is taken as an agent takes it: inside `jmp shell`, through `env()`.
     """
     config = example_config()
     with exporter.client() as root:

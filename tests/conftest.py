@@ -4,7 +4,12 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
-from harness import REPORTED, Exporter, exporter_process
+from harness import REPORTED, Exporter, exporter_process, stop_on_sigterm
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    """SIGTERM (a CI timeout, a cancelled job) stops the run as Ctrl-C does: every teardown runs."""
+    stop_on_sigterm()
 
 
 @pytest.fixture(scope="session")

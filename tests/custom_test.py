@@ -20,20 +20,21 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import yaml
 from harness import (
-    JMP,
     REPORTED,
     Exporter,
     example_config,
     exporter_process,
     local_shell,
-    run,
     start,
     stop_group,
     wait_for,
     write_config,
 )
 from jumpstarter.client.core import DriverInvalidArgument, DriverMethodNotImplemented
+from jumpstarter.config.exporter import ExporterConfigV1Alpha1DriverInstance
+from pydantic import ValidationError
 
 from jumpstarter_driver_template.custom.common import Settings
 
@@ -130,15 +131,23 @@ def test_next_local_session_starts_from_defaults(session: Session):
     [
         ({"max_secnds": 5}, "max_secnds", "Unexpected keyword argument"),
         ({"max_seconds": "soon"}, "max_seconds", "Input should be a valid number"),
+        ({"upload_dir": "/proc/no-such-dir/uploads"}, "upload_dir", "cannot create '/proc/no-such-dir/uploads'"),
     ],
 )
-def test_bad_exporter_config_stops_jmp_shell(tmp_path: Path, override: dict, field: str, problem: str):
-    """An unknown key or a wrong type under `config:` fails before the shell starts, naming the field."""
-    config = write_config(tmp_path, {"custom": override})
-    result = run([JMP, "shell", "--exporter-config", str(config), "--", "echo", "SHELL STARTED"], cwd=tmp_path)
-    assert result.returncode != 0
-    assert f"ValidationError: 1 validation error for ExampleCustom\n{field}\n  {problem}" in result.stdout
-    assert "SHELL STARTED" not in result.stdout
+def test_bad_exporter_config_is_an_error_naming_entry_and_key(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, override: dict, field: str, problem: str
+):
+    """An unknown key, a wrong type or an upload_dir that cannot be made: the first line names entry and key.
+
+    Built as the exporter builds it, in-process: that such an error stops `jmp shell` is tests/exporter_test.py's.
+    """
+    entry = example_config({"custom": override})["export"]["custom"]
+    monkeypatch.chdir(tmp_path)
+    tree = ExporterConfigV1Alpha1DriverInstance.from_str(yaml.safe_dump({"children": {"custom": entry}}))
+    with pytest.raises(ValidationError) as error:
+        tree.instantiate()
+    first = f"1 validation error for ExampleCustom, export entry 'custom': {field}: {problem}"
+    assert str(error.value).splitlines()[0].startswith(first), str(error.value)
 
 
 # A `jmp run` exporter: load, faults, cancellation, bad input, lifecycle

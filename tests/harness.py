@@ -1,13 +1,18 @@
 """The end-to-end harness: real `jmp` processes serving whatever `examples/exporter.yaml` exports.
 
-Nothing here knows the drivers: an exporter runs a copy of the example config in a directory of
-its own (relative paths in the config, an upload directory say, land there), and it is ready when
-it answers and lists every driver the config exports. Tests of one driver live in a file named
-after it and give its config overrides (`exporter_process(workdir, {"custom": {"max_seconds": 600}})`).
+Nothing here knows the drivers: an exporter runs a copy of the example config (or a test's own) in
+a directory of its own (relative paths in the config, an upload directory say, land there), and it
+is ready when it answers and lists every driver the config exports. Tests of one driver live in a
+file named after it and give its config overrides by the driver's path in the tree
+(`exporter_process(workdir, {"<driver>.<child>": {"<key>": value}})`); `shared_exporter` makes one
+exporter that a module's tests share.
 
 Every process is started in its own session, and stopped in `finally`/fixture teardown with bounded
-waits, so an interrupted or failing test leaves nothing running. A wait that times out fails with
-the last error it saw and the tail of the exporter's log.
+waits, so a failing test leaves nothing running. A run that is ended leaves nothing either: SIGTERM
+(a CI timeout, a cancelled job) makes pytest stop as on Ctrl-C, running every teardown
+(`stop_on_sigterm`, from conftest.py), and a process the harness starts gets SIGTERM itself if
+pytest dies without tearing down (SIGKILL). A wait that times out fails with the last error it saw
+and the tail of the exporter's log.
 """
 
 from __future__ import annotations
@@ -19,6 +24,7 @@ import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager, ExitStack, contextmanager, suppress
@@ -26,6 +32,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import pytest
 import yaml
 from anyio.from_thread import start_blocking_portal
 from jumpstarter.client import client_from_path
@@ -43,16 +50,39 @@ LOG_TAIL = 40
 REPORTED: list[str] = []
 
 Overrides = dict[str, dict[str, Any]]
-"""Config overrides by driver name: {"custom": {"max_seconds": 600}} merges into that driver's `config:`."""
+"""Config overrides by driver path: {"<driver>": {"<key>": value}} merges into that driver's `config:`, and
+{"<driver>.<child>": {...}} into a child's (the child named <child> in the driver's `children:`)."""
+
+Config = dict[str, Any] | Path
+"""An exporter config of a test's own: parsed (a dict), or a YAML file."""
 
 
-def example_config(overrides: Overrides | None = None) -> dict[str, Any]:
-    """examples/exporter.yaml, parsed, with `overrides` merged into the drivers' `config:`."""
-    config = yaml.safe_load(EXAMPLE_CONFIG.read_text())
-    for name, values in (overrides or {}).items():
-        driver = config["export"][name]
+def example_config(overrides: Overrides | None = None, config: Config | None = None) -> dict[str, Any]:
+    """examples/exporter.yaml (or a test's own `config`), parsed, with `overrides` merged into drivers' `config:`."""
+    if config is None:
+        config = EXAMPLE_CONFIG
+    tree = yaml.safe_load(config.read_text()) if isinstance(config, Path) else copy.deepcopy(config)
+    for path, values in (overrides or {}).items():
+        driver = find_driver(tree, path)
         driver["config"] = (driver.get("config") or {}) | copy.deepcopy(values)
-    return config
+    return tree
+
+
+def find_driver(config: dict[str, Any], path: str) -> dict[str, Any]:
+    """The entry of the driver at `path` (`board.device`: the child `device` of the export `board`) in a config."""
+    entries = config.get("export") or {}
+    entry: dict[str, Any] = {}
+    walked = []
+    for name in path.split("."):
+        if name not in entries:
+            where = f"the children of {'.'.join(walked)}" if walked else "the drivers the config exports"
+            raise LookupError(f"no driver {path!r} to override: {where}: {sorted(entries)}, not {name!r}")
+        entry = entries[name]
+        if "ref" in entry:
+            raise LookupError(f"{path!r} is a `ref:` to {entry['ref']!r}: override that driver instead")
+        walked.append(name)
+        entries = entry.get("children") or {}
+    return entry
 
 
 def exported(config: dict[str, Any] | None = None) -> list[str]:
@@ -66,11 +96,11 @@ def our_drivers(config: dict[str, Any] | None = None) -> list[str]:
     return [name for name, entry in drivers.items() if str(entry.get("type", "")).startswith(f"{PACKAGE}.")]
 
 
-def write_config(workdir: Path, overrides: Overrides | None = None) -> Path:
-    """Write the example config (with overrides) to `workdir`, where the exporter will run."""
+def write_config(workdir: Path, overrides: Overrides | None = None, config: Config | None = None) -> Path:
+    """Write the example config (or `config`), with overrides, to `workdir`, where the exporter will run."""
     workdir.mkdir(parents=True, exist_ok=True)
     path = workdir / "exporter.yaml"
-    path.write_text(yaml.safe_dump(example_config(overrides), sort_keys=False))
+    path.write_text(yaml.safe_dump(example_config(overrides, config), sort_keys=False))
     return path
 
 
@@ -125,12 +155,71 @@ def stop_group(process: subprocess.Popen, sig: int = signal.SIGTERM, timeout: fl
     process.wait(timeout=timeout)
 
 
+# The last resort for a pytest that dies without tearing down (SIGKILL, a crash), and for what a test
+# started and forgot: one small process per run holds a pipe from pytest and, when the pipe closes
+# (pytest ended, however), ends whatever is left in every session the harness started: SIGTERM, then
+# SIGKILL after 20 s. Sessions, not processes: a `jmp shell` killed alone would leave its command running.
+WATCHDOG = """
+import os, signal, sys, time
+sessions = {int(line) for line in sys.stdin}  # until pytest's end of the pipe closes
+for sig, grace in ((signal.SIGTERM, 20.0), (signal.SIGKILL, 0.0)):
+    deadline = time.monotonic() + grace
+    while sessions:
+        for sid in list(sessions):
+            try:
+                os.killpg(sid, sig if sig else 0)
+            except ProcessLookupError:
+                sessions.discard(sid)
+        sig = 0  # signalled once; then only check which sessions are left
+        if time.monotonic() >= deadline:
+            break
+        time.sleep(0.1)
+"""
+_watchdog: subprocess.Popen | None = None
+_watchdog_lock = threading.Lock()
+
+
+def watch(session: int) -> None:
+    """Have the watchdog end the session led by `session` when pytest ends, if anything is left in it then."""
+    global _watchdog
+    with _watchdog_lock:
+        if _watchdog is None or _watchdog.poll() is not None:
+            _watchdog = subprocess.Popen(
+                [sys.executable, "-c", WATCHDOG], stdin=subprocess.PIPE, text=True, start_new_session=True
+            )
+        assert _watchdog.stdin is not None
+        with suppress(BrokenPipeError):
+            _watchdog.stdin.write(f"{session}\n")
+            _watchdog.stdin.flush()
+
+
 def start(args: list[str], cwd: Path = ROOT, **kwargs: Any) -> subprocess.Popen:
-    """Start a process in a new session, output captured as text."""
+    """Start a process in a new session, output captured as text; the watchdog ends the session if pytest dies."""
     kwargs.setdefault("env", child_env())
     kwargs.setdefault("stdout", subprocess.PIPE)
     kwargs.setdefault("stderr", subprocess.STDOUT)
-    return subprocess.Popen(args, start_new_session=True, text=True, cwd=cwd, **kwargs)
+    process = subprocess.Popen(args, start_new_session=True, text=True, cwd=cwd, **kwargs)
+    watch(process.pid)
+    return process
+
+
+def stop_on_sigterm() -> None:
+    """Make SIGTERM stop pytest as Ctrl-C does, so every teardown runs (call it from pytest_configure).
+
+    A CI timeout or a cancelled job sends SIGTERM, whose default ends pytest at once, leaving every process
+    the tests started running in its own session. A second SIGTERM during the teardown is ignored: the
+    teardown's waits are bounded, and SIGKILL is what ends a stuck one (then the watchdog ends the rest).
+    """
+    if threading.current_thread() is not threading.main_thread():
+        return
+    if signal.getsignal(signal.SIGTERM) not in (signal.SIG_DFL, None):
+        return  # someone else handles it already
+
+    def interrupt(signum: int, frame: Any) -> None:
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)
+        raise KeyboardInterrupt(f"signal {signal.Signals(signum).name}")
+
+    signal.signal(signal.SIGTERM, interrupt)
 
 
 def run(
@@ -165,17 +254,53 @@ def run(
     return subprocess.CompletedProcess(args, process.returncode, out, None)
 
 
+# Defined in every local_shell script: `fails CMD...` runs CMD, which must fail, and prints its status.
+FAILS = """fails() {
+  status=0
+  "$@" || status=$?
+  if [ "$status" -eq 0 ]; then echo "SUCCEEDED, EXPECTED TO FAIL: $*"; exit 1; fi
+  echo "FAILED $status: $*"
+}"""
+
+
 def local_shell(config: Path, script: str, timeout: float = 120.0) -> str:
     """Run a shell script inside `jmp shell --exporter-config` (in the config's directory); return its output.
 
     In Jumpstarter 0.9 local mode exits 0 even when the command fails, so the script runs with `set -e`
-    and prints DONE last: its absence in the output means a command failed.
+    and prints DONE last: its absence in the output means a command failed. A command expected to fail
+    runs as `fails j ...`: it prints `FAILED <status>: j ...` (see `failed`), and stops the script if it
+    succeeds. Each call is a `jmp shell` of its own (seconds: see docs/testing.md), so give it every
+    command a test needs at once.
     """
-    command = [JMP, "shell", "--exporter-config", str(config), "--", "sh", "-c", f"set -e\n{script}\necho {DONE}"]
-    result = run(command, timeout=timeout, cwd=config.parent)
-    assert result.returncode == 0, result.stdout
-    assert DONE in result.stdout.splitlines(), f"a command of the script failed:\n{result.stdout}"
+    command = [JMP, "shell", "--exporter-config", str(config), "--", *script_command(script)]
+    return checked_script_output(run(command, timeout=timeout, cwd=config.parent))
+
+
+def script_command(script: str) -> list[str]:
+    """The `sh -c` command that local_shell runs: `fails` defined, `set -e`, DONE printed at the end."""
+    return ["sh", "-c", f"{FAILS}\nset -e\n{script}\necho {DONE}"]
+
+
+def checked_script_output(result: subprocess.CompletedProcess[str]) -> str:
+    """The output of a script_command, failing the test if a command failed or one that should fail did not."""
+    lines = result.stdout.splitlines()
+    unexpected = [line for line in lines if line.startswith("SUCCEEDED, EXPECTED TO FAIL: ")]
+    assert not unexpected, f"{unexpected[0]}\n{result.stdout}"
+    assert DONE in lines, f"a command of the script failed:\n{result.stdout}"
+    assert result.returncode == 0, f"exit status {result.returncode}:\n{result.stdout}"
     return result.stdout
+
+
+def failed(output: str, command: str) -> int:
+    """The exit status of `fails COMMAND` in a local_shell's output (`j` of Jumpstarter 0.9 exits 1 for any error)."""
+    prefix = f": {command}"
+    statuses = [
+        line.split()[1].rstrip(":")
+        for line in output.splitlines()
+        if line.startswith("FAILED ") and line.endswith(prefix)
+    ]
+    assert statuses, f"no `fails {command}` in the output:\n{output}"
+    return int(statuses[-1])
 
 
 def running(pid: int) -> bool:
@@ -282,6 +407,7 @@ def jmp_run(
     child: int | None = None
     try:
         child = exporter.serving_pid
+        watch(child)  # jmp run's serving child leads a session of its own
         yield exporter
     finally:
         # The parent forwards SIGTERM to the child's process group; the child closes its drivers (and runs
@@ -293,9 +419,39 @@ def jmp_run(
 
 
 @contextmanager
-def exporter_process(workdir: Path, overrides: Overrides | None = None, timeout: float = 60.0) -> Iterator[Exporter]:
-    """`jmp run` of the example config (with `overrides`), guarded by a passphrase; ready once it lists its drivers."""
-    config = write_config(workdir, overrides)
+def exporter_process(
+    workdir: Path, overrides: Overrides | None = None, timeout: float = 60.0, config: Config | None = None
+) -> Iterator[Exporter]:
+    """`jmp run` of the example config (or `config`), with `overrides`, guarded by a passphrase.
+
+    Ready once it lists its drivers. Starting one costs seconds (docs/testing.md): tests that need the
+    same config share one (`shared_exporter`).
+    """
+    path = write_config(workdir, overrides, config)
+    with _serving(workdir, path, timeout) as exporter:
+        yield exporter
+
+
+def shared_exporter(overrides: Overrides | None = None, config: Config | None = None, scope: str = "module") -> Any:
+    """A pytest fixture: one exporter of `config` (default: the example's) with `overrides`, for a module's tests.
+
+    In a test module, `exporter = shared_exporter({"<driver>": {"<key>": value}})` gives every test that
+    takes `exporter` the same running exporter, started at the first and stopped after the last. Tests
+    that share one see what the previous one left (one lease for the exporter's whole life): reset what
+    a test changes, or give it an exporter of its own.
+    """
+
+    @pytest.fixture(scope=scope)  # type: ignore[call-overload]
+    def exporter(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Exporter]:
+        with exporter_process(tmp_path_factory.mktemp("exporter"), overrides, config=config) as running:
+            yield running
+
+    return exporter
+
+
+@contextmanager
+def _serving(workdir: Path, config: Path, timeout: float) -> Iterator[Exporter]:
+    """`jmp run` of a written config, ready once it lists every driver of the config."""
     expected = set(exported(yaml.safe_load(config.read_text())))
     with jmp_run(workdir, config, secrets.token_urlsafe(16)) as exporter:
 
@@ -303,6 +459,8 @@ def exporter_process(workdir: Path, overrides: Overrides | None = None, timeout:
             """The exporter answers and lists every driver of its config; one that exited fails at once."""
             if exporter.process.poll() is not None:
                 raise Abort(f"jmp run exited with status {exporter.process.returncode}")
+            if RAPID_FAILURE in exporter.log.read_text(errors="replace"):
+                raise Abort("jmp run's exporter exited at start (jmp run retries it 5 times, then exits 0)")
             with exporter.client() as client:
                 listed = set(client.children)
                 if listed != expected:
@@ -313,6 +471,8 @@ def exporter_process(workdir: Path, overrides: Overrides | None = None, timeout:
         yield exporter
 
 
+RAPID_FAILURE = "rapid failure 1/"
+"""jmp run's log line when the exporter it forked exited right after it started (Jumpstarter 0.9)."""
 HOOKS_CONFIG = EXAMPLE_CONFIG.parent / "exporter-hooks.yaml"
 SERVING = "Session server started"
 """jmp run's log line once it serves (Jumpstarter 0.9)."""

@@ -8,7 +8,10 @@ checks, tests and wheel build; those copies run two at a time, while the other t
 
 from __future__ import annotations
 
+import builtins
 import contextlib
+import functools
+import importlib.metadata
 import json
 import os
 import re
@@ -27,7 +30,9 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import selfcheck
 import yaml
+from harness import watch
 
 ROOT = Path(__file__).resolve().parent.parent
 SCRIPT = ROOT / "scripts" / "rename.py"
@@ -65,6 +70,21 @@ SELECTIONS = {
     "default": ("acme-power-strip", None),
     **{unit: (f"lab-{unit}-driver", unit) for unit in EXAMPLES},
 }
+# The skeleton's copy also chooses its class name, so that a copy renamed with --class passes its own checks.
+CLASS_NAMES = {"skeleton": "LabSkeletonPDU"}
+# What each copy's own suite runs. The skeleton's copy is what most authors start from: it runs its whole
+# suite, as its .ci/run does. The other copies run what a rename can break, which the template's own suite
+# cannot see: every in-process test of the renamed package (drivers, clients, the exact `j` output), its
+# text, entry points and dependencies, and one `jmp shell` of the renamed config. Their end-to-end tests
+# run the same code as the template's own, with only the package's name changed: the template runs them.
+COPY_TESTS = [
+    "src",
+    "tests/selfcheck_test.py",
+    "tests/entry_points_test.py",
+    "tests/exporter_test.py::test_local_shell_serves_every_driver",
+    "tests/exporter_test.py::test_every_driver_has_its_own_help",
+]
+COPY_EXTRA = ["tests/agents_test.py"]  # the default copy: every driver, as people and agents read it
 
 
 _RUNNING: set[subprocess.Popen[str]] = set()
@@ -80,6 +100,7 @@ def run(args: list[str], cwd: Path, timeout: float = STEP_TIMEOUT, **env: str) -
         args, cwd=cwd, env=child_env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True
     )
     _RUNNING.add(process)
+    watch(process.pid)  # ended by the harness's watchdog if this pytest dies before stop_copies runs
     try:
         out, err = process.communicate(timeout=timeout)
     finally:
@@ -173,13 +194,14 @@ class Copy:
     checks: dict[str, subprocess.CompletedProcess[str]]
 
 
-def make_and_check_copy(tmp: Path, name: str, selection: str | None) -> Copy:
+def make_and_check_copy(tmp: Path, name: str, selection: str | None, class_name: str | None = None) -> Copy:
     """Rename a copy, then run what its CI runs: uv sync, ruff, mypy, its own tests, the wheel build and import."""
     path = copy_template(tmp / f"jumpstarter-driver-{name}")
     args = [name, "--commit", "0000000"] + ([] if selection is None else ["--examples", selection])
-    # The default copy runs its whole suite; a copy of one example skips the packaging tests (marked slow), whose
-    # substance for a selection (the wheel builds, its drivers and clients import) is checked below for every copy.
-    only = [] if selection is None else ["-m", "not slow"]
+    args += [] if class_name is None else ["--class", class_name]
+    only = (
+        [] if selection == "skeleton" else ["-m", "not slow", *COPY_TESTS, *(COPY_EXTRA if selection is None else [])]
+    )
     renamed = rename(path, *args)
     assert renamed.returncode == 0, explain(renamed)
     checks = {}
@@ -220,7 +242,7 @@ def start_copies() -> None:
     futures = {}
     for key, (name, selection) in SELECTIONS.items():
         (tmp / key).mkdir()
-        futures[key] = pool.submit(make_and_check_copy, tmp / key, name, selection)
+        futures[key] = pool.submit(make_and_check_copy, tmp / key, name, selection, CLASS_NAMES.get(key))
     _COPIES.update(tmp=tmp, pool=pool, futures=futures)
 
 
@@ -284,13 +306,16 @@ def test_renamed_copy_keeps_only_its_units(copies: dict[str, Future[Copy]], sele
         if re.search("template", path, re.IGNORECASE):
             leftovers.append(path)
         for number, line in enumerate(text.splitlines(), start=1):
-            if re.search("template", line, re.IGNORECASE) and not (path == "README.md" and PROVENANCE in line):
+            # Links to the dropped examples' files name the template's repository and package: they are its files.
+            linked = re.sub(re.escape(rename_script["TEMPLATE_SOURCE"]) + r"[^)\s]*", "", line)
+            if re.search("template", linked, re.IGNORECASE) and not (path == "README.md" and PROVENANCE in line):
                 leftovers.append(f"{path}:{number}: {line}")
-            if re.search(r"\b(template-only|renamed-only|unit:[a-z_,]+):(start|end)\b", line):
+            if re.search(r"\b(template-only|renamed-only|(unit|dropped):[a-z_,]+):(start|end)\b", line):
                 leftovers.append(f"{path}:{number}: marker left: {line}")
     assert leftovers == []
     if "storage" not in kept:  # the storage unit alone depends on jumpstarter-driver-opendal
-        assert [path for path in files if "opendal" in (copy.path / path).read_text(errors="replace")] == []
+        dependencies = tomllib.loads((copy.path / "pyproject.toml").read_text())["project"]["dependencies"]
+        assert [d for d in dependencies if "opendal" in d] == []
     if "console" not in kept:  # the console unit alone depends on jumpstarter-driver-pyserial
         assert [path for path in files if "pyserial" in (copy.path / path).read_text(errors="replace")] == []
     assert not (copy.path / "scripts").exists()
@@ -308,12 +333,81 @@ def _closure(unit: str) -> set[str]:
 
 
 def test_skeleton_is_named_after_the_driver(copies: dict[str, Future[Copy]]):
-    """The skeleton's class, client and `j` command carry the driver's name."""
+    """The skeleton's class and client carry the class name it chose (--class), its `j` command the driver's name."""
     copy = copies["skeleton"].result(timeout=2 * SUITE_TIMEOUT)
     source = copy.path / "src" / package(copy.name)
-    assert "class LabSkeletonDriver(Driver):" in (source / "driver.py").read_text()
-    assert "class LabSkeletonDriverClient(BaseClient):" in (source / "client.py").read_text()
+    assert "class LabSkeletonPDU(Driver):" in (source / "driver.py").read_text()
+    assert "class LabSkeletonPDUClient(BaseClient):" in (source / "client.py").read_text()
     assert list(yaml.safe_load((copy.path / "examples" / "exporter.yaml").read_text())["export"]) == [copy.name]
+
+
+# What a renamed copy's text names, for every selection, renamed in memory (no copy is written or run)
+
+
+def renamed_in_memory(
+    name: str, selection: str | None, class_name: str | None = None
+) -> tuple[dict[str, str], list[str]]:
+    """The text files of the copy a rename to `name` keeping `selection` makes, by path; and the units kept."""
+    template = selfcheck.tree(ROOT)
+    new = rename_script["Names"].from_name(name, class_name)
+    keep = rename_script["select_units"](selection)
+    answers = {"author_name": "A", "author_email": "a@example.com", "description": "D", "examples": [], "name": name}
+    plan = rename_script["make_plan"](new, keep, sorted(template), answers, "0000000")
+    moved = {source: final for final, (source, _, _) in plan.writes.items()}
+    files = {}
+    for path, text in template.items():
+        if path not in plan.deletes:
+            final = moved.get(path, path)
+            files[final] = plan.writes[final][2] if final in plan.writes else text
+    return files, keep
+
+
+@functools.cache
+def upstream_words() -> frozenset[str]:
+    """Every word of the installed Jumpstarter packages' sources: names a copy may use without defining them."""
+    words: set[str] = set()
+    for dist in importlib.metadata.distributions():
+        if dist.metadata["Name"].lower().startswith("jumpstarter") and dist.metadata["Name"] != PROVENANCE.split()[-1]:
+            for file in dist.files or []:
+                if file.suffix == ".py":
+                    words.update(re.findall(r"[A-Za-z_]\w*", Path(str(file.locate())).read_text(errors="replace")))
+    return frozenset(words)
+
+
+def foreign_names(template: dict[str, str], copy: dict[str, str], keep: list[str]) -> set[str]:
+    """What the dropped units define (classes, functions, methods, config keys) that the copy defines nowhere.
+
+    Names upstream Jumpstarter uses as well (`on`, `read`, `connect`...) and Python's builtins are left out:
+    a copy may name them without having them.
+    """
+    dropped: set[str] = set()
+    for path, text in template.items():
+        unit = rename_script["owner"](path)
+        if unit is not None and unit not in keep and path.endswith(".py"):
+            dropped |= selfcheck.defined_names(text)
+    kept: set[str] = set()
+    for path, text in copy.items():
+        if path.endswith(".py"):
+            kept |= selfcheck.defined_names(text)
+    dropped = {name for name in dropped if not name.startswith(("test_", "Test"))}
+    return dropped - kept - upstream_words() - set(dir(builtins))
+
+
+@pytest.mark.parametrize("selection", list(SELECTIONS))
+def test_renamed_text_names_only_what_the_copy_has(selection: str):
+    """No text of a renamed copy names a file, driver, class, method or config key of a unit it dropped.
+
+    Generic: the units and what each defines come from the rename's manifest and the code, not a word list.
+    """
+    name, examples = SELECTIONS[selection]
+    template = selfcheck.tree(ROOT)
+    files, keep = renamed_in_memory(name, examples, CLASS_NAMES.get(selection))
+    exports = selfcheck.export_names(template) | {name}
+    found = selfcheck.dangling_paths(files)
+    found += selfcheck.unused_export_uses(files, exports)
+    found += selfcheck.dangling_names(files, foreign_names(template, files, keep))
+    found += selfcheck.undeclared_imports(files)
+    assert found == [], f"{selection}: " + "\n".join(found)
 
 
 # The units and their markers
@@ -324,7 +418,7 @@ def test_units_are_consistent():
     tracked = git(ROOT, "ls-files").splitlines()
     for path in tracked:
         text = (ROOT / path).read_text(errors="replace") if (ROOT / path).is_file() else ""
-        for unit_list in re.findall(r"\bunit:([a-z_,]+):(?:start|end)\b", text):
+        for unit_list in re.findall(r"\b(?:unit|dropped):([a-z_,]+):(?:start|end)\b", text):
             assert set(unit_list.split(",")) <= set(rename_script["UNITS"]), f"{path}: unknown unit in {unit_list}"
     for unit, (owned, needs) in rename_script["UNITS"].items():
         assert set(needs.split()) <= set(rename_script["UNITS"]), unit
@@ -415,6 +509,49 @@ def test_rejected_name_suggests_a_valid_one(name: str, suggestion: str):
         rename_script["validate_name"](name)
     assert raised.value.status == 2
     assert rename_script["validate_name"](suggestion) == suggestion
+
+
+@pytest.mark.parametrize(
+    ("class_name", "reason"),
+    [
+        ("netPdu", "does not start with an uppercase letter"),
+        ("Net-Pdu", "is not a Python identifier"),
+        ("Net Pdu", "is not a Python identifier"),
+        ("Caf\u00e9", "is not a Python identifier"),
+        ("9Pdu", "is not a Python identifier"),
+        ("None", "is a Python keyword"),
+        ("", "the class name is empty"),
+        ("NetPduClient", "ends with 'Client'"),
+        ("Driver", "the driver class Driver would clash with Driver"),
+        ("Base", "the driver class Base would clash with BaseClient"),
+    ],
+)
+def test_rejected_class_name_exits_2_and_changes_nothing(template_tree: Path, class_name: str, reason: str):
+    """--class refuses what is not a CapWords identifier, or a name the package's code uses; nothing changes."""
+    before = snapshot(template_tree)
+    result = rename(template_tree, "net-pdu", f"--class={class_name}")
+    assert snapshot(template_tree) == before
+    assert result.returncode == 2, explain(result)
+    assert "invalid class name" in result.stderr and reason in result.stderr, result.stderr
+    assert "A valid class name is a Python identifier in CapWords" in result.stderr
+    assert result.stdout == ""
+
+
+def test_class_option_names_the_skeleton_and_its_client(scratch_tree: Path):
+    """--class NetPDU names the skeleton NetPDU and its client NetPDUClient; the `j` command keeps the driver name."""
+    result = rename(scratch_tree, "net-pdu", "--class", "NetPDU", "--examples", "skeleton", "--commit", "0000000")
+    assert result.returncode == 0, explain(result)
+    source = scratch_tree / "src" / "jumpstarter_driver_net_pdu"
+    assert "class NetPDU(Driver):" in (source / "driver.py").read_text()
+    assert '"jumpstarter_driver_net_pdu.client.NetPDUClient"' in (source / "driver.py").read_text()
+    assert "class NetPDUClient(BaseClient):" in (source / "client.py").read_text()
+    entry_points = tomllib.loads((scratch_tree / "pyproject.toml").read_text())["project"]["entry-points"]
+    assert entry_points["jumpstarter.drivers"] == {"NetPDU": "jumpstarter_driver_net_pdu.driver:NetPDU"}
+    exporter = yaml.safe_load((scratch_tree / "examples" / "exporter.yaml").read_text())["export"]
+    assert exporter == {"net-pdu": exporter["net-pdu"]}
+    assert exporter["net-pdu"]["type"] == "jumpstarter_driver_net_pdu.driver.NetPDU"
+    assert "NetPdu" not in "".join(p.read_text(errors="replace") for p in scratch_tree.rglob("*.py"))
+    assert yaml.safe_load((scratch_tree / ".copier-answers.yml").read_text())["class_name"] == "NetPDU"
 
 
 def test_board_alone_keeps_the_device_it_needs():
@@ -547,7 +684,11 @@ def committed_project(path: Path) -> None:
 
 @pytest.mark.parametrize(
     ("data", "problem"),
-    [("name=Acme_Relay", "lowercase letters, digits and hyphens"), ("examples=[]", "choose at least one")],
+    [
+        ("name=Acme_Relay", "lowercase letters, digits and hyphens"),
+        ("examples=[]", "choose at least one"),
+        ("class_name=acmeRelay", "a Python identifier in CapWords"),
+    ],
 )
 def test_copier_refuses_malformed_answers_before_copying(template_repo: TemplateRepo, tmp_path: Path, data, problem):
     """copier's own validators refuse a malformed name or no example at once: nothing is generated."""
@@ -657,7 +798,13 @@ def test_copier_update_merges_template_changes(template_repo: TemplateRepo, tmp_
     # What the update changed: the driver (merged) and the answers file; no template-only text came back.
     changed = git(project, "diff", "--name-only", "HEAD").splitlines()
     changed += git(project, "ls-files", "--others", "--exclude-standard").splitlines()
-    assert sorted(changed) == [".copier-answers.yml", "src/jumpstarter_driver_acme_relay/driver.py"], status
+    # docs/writing-drivers.md links the dropped examples' files at the template commit: the newer one now.
+    assert sorted(changed) == [
+        ".copier-answers.yml",
+        "docs/writing-drivers.md",
+        "src/jumpstarter_driver_acme_relay/driver.py",
+    ], status
+    assert f"blob/{template_repo.newer}/" in (project / "docs" / "writing-drivers.md").read_text()
 
 
 def test_wheel_of_a_copy_holds_only_its_package(copies: dict[str, Future[Copy]]):

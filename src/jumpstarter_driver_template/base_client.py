@@ -13,7 +13,8 @@ releases what the driver held at once. Everything else is upstream's `DriverClie
 
 `driver_group` builds a client's `j` commands like upstream's `driver_click_group` (help text from
 the docstrings, or from the exporter config's `description` / `methods_description`), and turns a
-refused value or a driver error into one `Error: ...` line instead of a traceback.
+refused value or any error a driver call can end in (every gRPC status) into one `Error: ...` line
+with the driver's message once, instead of a traceback.
 """
 
 from __future__ import annotations
@@ -24,9 +25,11 @@ from typing import Any
 
 import anyio
 import click
+from grpc.aio import AioRpcError
 from jumpstarter.client import DriverClient
 from jumpstarter.client.core import DriverError
 from jumpstarter.client.decorators import driver_click_group
+from jumpstarter.common.exceptions import JumpstarterException
 
 
 class BaseClient(DriverClient):
@@ -84,7 +87,7 @@ def driver_group(client: DriverClient) -> Callable[[Callable[..., Any]], click.G
 
 
 class _Command(click.Command):
-    """A `j` command that reports refused values and driver errors as one `Error:` line, not a traceback."""
+    """A `j` command that reports refused values and failed driver calls as one `Error:` line, not a traceback."""
 
     def invoke(self, ctx: click.Context) -> Any:
         try:
@@ -93,10 +96,22 @@ class _Command(click.Command):
             raise
         except ValueError as e:  # refused here, or by the driver (INVALID_ARGUMENT arrives as a ValueError)
             raise click.UsageError(_one_line(e), ctx) from None
-        except DriverError as e:  # any other error the driver raised
+        except (DriverError, AioRpcError) as e:  # any other status a call can end in
             raise click.ClickException(_one_line(e)) from None
 
 
 def _one_line(error: Exception) -> str:
-    """An error's message on one line (pydantic's span several)."""
-    return " ".join(str(error).split())
+    """An error's message on one line (pydantic's span several), without what the framework appends to it.
+
+    In 0.9 a call that ends in a status other than UNKNOWN, INVALID_ARGUMENT or UNIMPLEMENTED (DEADLINE_EXCEEDED,
+    UNAVAILABLE, RESOURCE_EXHAUSTED...) raises a DriverError chained to the AioRpcError, and its str() appends
+    `(Caused by: <AioRpcError ... debug_error_string ...>)`: the driver's message again, twice. Its `message`
+    already says the method, the status and the driver's message.
+    """
+    if isinstance(error, AioRpcError):  # raised as is by a byte stream or a resource transfer
+        text = f"gRPC {error.code().name}: {error.details() or '<no details>'}"
+    elif isinstance(error, JumpstarterException):
+        text = error.message
+    else:
+        text = str(error)
+    return " ".join(text.split())

@@ -8,9 +8,14 @@ from contextlib import asynccontextmanager
 import anyio
 import pytest
 from anyio.abc import ByteStream
+from click.testing import CliRunner
+from grpc import StatusCode
+from grpc.aio import AioRpcError, Metadata
 from jumpstarter.common.utils import serve
 from jumpstarter.driver import Driver, export, exportstream
 from pydantic.dataclasses import dataclass
+
+from jumpstarter_driver_template.base_client import driver_group
 
 
 class Echo(ByteStream):
@@ -57,6 +62,18 @@ class Counting(Driver):
                 yield stream
         finally:
             self.open_streams -= 1
+
+    @export
+    async def fail(self, kind: str) -> str:
+        if kind == "timeout":
+            raise TimeoutError("the device did not answer within 2 s")
+        if kind == "unsupported":
+            raise NotImplementedError("this device has no such switch")
+        if kind == "large":
+            return "x" * (5 * 1024 * 1024)  # past gRPC's 4 MiB message cap: RESOURCE_EXHAUSTED
+        if kind == "invalid":
+            raise ValueError("kind must be one of timeout, unsupported, large")
+        raise RuntimeError("the relay is stuck")
 
     @export
     async def numbers(self, count: int) -> AsyncGenerator[int, None]:
@@ -121,3 +138,68 @@ def test_streaming_call_read_to_the_end_returns_every_item(client):
     """Reading a streaming call to its end is unchanged."""
     assert list(client.streamingcall("numbers", 5)) == [0, 1, 2, 3, 4]
     assert client.call("counts") == [0, 0]
+
+
+def invoke_fail(client, kind: str):
+    """`fail KIND` through a `driver_group` command, as `j` runs it."""
+
+    @driver_group(client)
+    def group() -> None:
+        """Commands of a failing driver."""
+
+    @group.command()
+    def fail() -> None:
+        """Call the driver's `fail`."""
+        client.call("fail", kind)
+
+    return CliRunner().invoke(group, ["fail"])
+
+
+@pytest.mark.parametrize(
+    ("kind", "output", "status"),
+    [
+        ("timeout", "DriverCall 'fail' failed with gRPC DEADLINE_EXCEEDED: the device did not answer within 2 s", 1),
+        ("unsupported", "DriverCall 'fail' failed with gRPC UNIMPLEMENTED: this device has no such switch", 1),
+        ("stuck", "DriverCall 'fail' failed with gRPC UNKNOWN: the relay is stuck", 1),
+        ("invalid", "DriverCall 'fail' failed with gRPC INVALID_ARGUMENT: kind must be one of timeout, unsupported, "
+         "large", 2),
+    ],
+)  # fmt: skip
+def test_driver_errors_are_one_line_with_the_message_once(client, kind: str, output: str, status: int):
+    """Each error a driver raises reaches `j` as one `Error:` line with the driver's message once, no traceback."""
+    result = invoke_fail(client, kind)
+    lines = result.output.splitlines()
+    assert (lines[-1], result.exit_code) == (f"Error: {output}", status), result.output
+    assert result.exception is None or isinstance(result.exception, SystemExit), result.exception
+
+
+def test_oversized_result_is_one_line(client):
+    """A result past gRPC's 4 MiB cap (RESOURCE_EXHAUSTED) is one `Error:` line, without the gRPC debug string."""
+    result = invoke_fail(client, "large")
+    assert result.exit_code == 1, result.output
+    assert result.output.startswith("Error: DriverCall 'fail' failed with gRPC RESOURCE_EXHAUSTED: "), result.output
+    assert len(result.output.splitlines()) == 1 and "Caused by" not in result.output, result.output
+
+
+@pytest.mark.parametrize(
+    "code", [StatusCode.UNAVAILABLE, StatusCode.DEADLINE_EXCEEDED, StatusCode.RESOURCE_EXHAUSTED, StatusCode.CANCELLED,
+             StatusCode.INTERNAL, StatusCode.UNKNOWN, StatusCode.UNIMPLEMENTED, StatusCode.FAILED_PRECONDITION],
+)  # fmt: skip
+def test_every_status_of_a_call_is_one_line(client, monkeypatch, code: StatusCode):
+    """Whatever status the gRPC call ends in (an exporter gone, a network cut), `j` prints one line, message once."""
+    error = AioRpcError(code, Metadata(), Metadata(), details="the exporter went away", debug_error_string="DEBUG")
+
+    class FailingStub:
+        """The session's stub, whose DriverCall ends in `code`."""
+
+        async def DriverCall(self, request):
+            raise error
+
+    monkeypatch.setattr(client, "stub", FailingStub())
+    result = invoke_fail(client, "timeout")
+    expected = (
+        "Error: the exporter went away"  # upstream raises ExporterNotReady with the details alone
+        if code == StatusCode.FAILED_PRECONDITION
+        else f"Error: DriverCall 'fail' failed with gRPC {code.name}: the exporter went away"
+    )
+    assert (result.output, result.exit_code) == (f"{expected}\n", 1)

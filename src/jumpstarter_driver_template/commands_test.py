@@ -43,7 +43,7 @@ def test_timeout_ends_the_commands_children(tmp_path: Path):
     """On timeout the shell *and* the child it started are ended, not only the shell."""
     pid_file = tmp_path / "pid"
     with pytest.raises(TimeoutError, match=r"timed out after 0\.5 s"):
-        anyio.run(run_command, "on_command", spawner(pid_file), 0.5)
+        anyio.run(run_command, "switch_command", spawner(pid_file), 0.5)
     assert not running(int(pid_file.read_text()))
 
 
@@ -53,7 +53,7 @@ def test_cancellation_ends_the_commands_children(tmp_path: Path):
 
     async def cancel_once_started() -> None:
         async with anyio.create_task_group() as group:
-            group.start_soon(run_command, "on_command", spawner(pid_file), 60)
+            group.start_soon(run_command, "switch_command", spawner(pid_file), 60)
             while not pid_file.exists() or not pid_file.read_text():
                 await anyio.sleep(0.01)
             group.cancel_scope.cancel()
@@ -65,7 +65,7 @@ def test_cancellation_ends_the_commands_children(tmp_path: Path):
 def test_background_child_of_a_finished_command_is_ended(tmp_path: Path):
     """A command that exits 0 but leaves a child running in the background does not leave it behind."""
     pid_file = tmp_path / "pid"
-    anyio.run(run_command, "on_command", spawner(pid_file, wait=False), 10)
+    anyio.run(run_command, "switch_command", spawner(pid_file, wait=False), 10)
     assert not running(int(pid_file.read_text()))
 
 
@@ -73,7 +73,7 @@ def test_background_child_holding_the_output_does_not_hold_the_command(tmp_path:
     """A finished command's background child that keeps stdout open (a helper daemon) does not stall the call."""
     pid_file = tmp_path / "pid"
     script = ["sh", "-c", f"sleep 300 & echo $! > {pid_file}; echo on"]  # the child inherits stdout and stderr
-    assert anyio.run(run_command, "on_command", script, 30) == "on\n"  # not a TimeoutError after 30 s
+    assert anyio.run(run_command, "switch_command", script, 30) == "on\n"  # not a TimeoutError after 30 s
     assert not running(int(pid_file.read_text()))
 
 
@@ -145,7 +145,7 @@ def test_child_ignoring_sigterm_gets_sigkill_after_the_grace_period(tmp_path: Pa
     pid_file = tmp_path / "pid"
     started = time.monotonic()
     with pytest.raises(TimeoutError):
-        anyio.run(run_command, "on_command", spawner(pid_file, ignore_term=True), 0.2)
+        anyio.run(run_command, "switch_command", spawner(pid_file, ignore_term=True), 0.2)
     assert not running(int(pid_file.read_text()))
     assert time.monotonic() - started < 0.2 + GRACE + 5  # bounded: the runner never waits forever
 

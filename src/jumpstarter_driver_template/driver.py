@@ -3,7 +3,8 @@
 The exporter builds this class from its config (`examples/exporter.yaml`) and serves its `@export`
 methods over gRPC; `TemplateClient` (client.py) calls them from tests and `j`. Replace the two
 methods below with what your device does: a unary call returns one result, a streaming call
-yields results as they come.
+yields results as they come. A `reset()` or `close()` that must talk to the device (a safe state at
+lease end) awaits through `run_async_bounded` (lifecycle.py).
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ from jumpstarter.driver import Driver, export
 from pydantic import ConfigDict, Field
 from pydantic.dataclasses import dataclass
 
-from .validation import validate
+from .validation import names_its_config_errors, validate
 
 Name = Annotated[str, Field(min_length=1, max_length=100)]
 Count = Annotated[int, Field(ge=0, le=1000)]
@@ -25,6 +26,7 @@ Interval = Annotated[float, Field(ge=0, le=60)]
 
 # Exporter YAML `config:` keys become keyword arguments: `extra="forbid"` turns a typo into an error
 # that names the key, and pydantic checks every value when the exporter starts.
+@names_its_config_errors
 @dataclass(kw_only=True, config=ConfigDict(extra="forbid"))
 class Template(Driver):
     """Template driver: replace this docstring with what your device is."""

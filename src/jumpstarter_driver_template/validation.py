@@ -93,3 +93,61 @@ def _describe(problem: Any, names: list[str]) -> str:
     # reprlib shortens a huge value: error messages travel in gRPC metadata, capped at 16 KiB.
     got = "" if problem["type"] == "missing_argument" else f" (got {reprlib.repr(problem['input'])})"
     return f"{where}: {problem['msg']}{got}"
+
+
+# Config errors. The exporter builds each driver from its YAML entry (`config:` as keyword arguments), and
+# pydantic's error starts "1 validation error for MyDriver": the class, not which of the config's
+# entries it is (two entries may share a class), and the key only on the next line, at the end of a
+# ~240-line traceback from `jmp run`. Jumpstarter 0.9 does not tell a driver its name: the name is the
+# key of the loop over `children` (or `export`) in ExporterConfigV1Alpha1DriverInstance.instantiate,
+# which is on the stack while the driver is built. That is the one place that knows it, so it is read there.
+
+Driver = TypeVar("Driver", bound=type)
+
+
+def names_its_config_errors(cls: Driver) -> Driver:
+    """Class decorator: a config error of this driver, built from an exporter config, names the entry and the key.
+
+    Its first line becomes `1 validation error for MyDriver, export entry 'outer.inner': timeout:
+    Input should be greater than 0`. Built in code (a test's `MyDriver(...)`), the error is pydantic's own.
+    """
+    init: Callable[..., None] = vars(cls)["__init__"]  # the one pydantic's dataclass made
+
+    @functools.wraps(init)
+    def __init__(self: Any, *args: Any, **kwargs: Any) -> None:
+        try:
+            init(self, *args, **kwargs)
+        except ValidationError as error:
+            entry = export_entry()
+            if entry is None or error.title != type(self).__name__:
+                raise
+            problems = error.errors()
+            said = "; ".join(_config_problem(problem) for problem in problems)
+            title = f"{type(self).__name__}, export entry {entry!r}: {said}"
+            raise ValidationError.from_exception_data(title, problems, hide_input=False) from None  # type: ignore[arg-type]
+
+    setattr(cls, "__init__", __init__)  # noqa: B010 (mypy refuses assigning to a method)
+    return cls
+
+
+def export_entry() -> str | None:
+    """The path (`outer.inner`) of the exporter config entry being built on this thread, or None outside one."""
+    from jumpstarter.config.exporter import ExporterConfigV1Alpha1DriverInstance
+
+    names = []
+    frame = inspect.currentframe()
+    while frame is not None:
+        # The loop `{name: child.instantiate() for name, child in ...children.items()}`: its own frame before
+        # Python 3.12, inlined into instantiate's frame since (PEP 709); either way one name per level.
+        child = frame.f_locals.get("child")
+        if isinstance(child, ExporterConfigV1Alpha1DriverInstance) and isinstance(frame.f_locals.get("name"), str):
+            names.append(frame.f_locals["name"])
+        frame = frame.f_back
+    return ".".join(reversed(names)) or None
+
+
+def _config_problem(problem: Any) -> str:
+    """One config problem, as `key: what is wrong`, or what is wrong with the entry as a whole (its children)."""
+    message = str(problem["msg"]).removeprefix("Value error, ")
+    where = ".".join(map(str, problem["loc"]))
+    return f"{where}: {message}" if where else message

@@ -7,11 +7,12 @@ from typing import Annotated
 import pytest
 from jumpstarter.client.core import DriverError, DriverInvalidArgument
 from jumpstarter.common.utils import serve
+from jumpstarter.config.exporter import ExporterConfigV1Alpha1DriverInstance
 from jumpstarter.driver import Driver, export
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from pydantic.dataclasses import dataclass
 
-from .validation import validate
+from .validation import names_its_config_errors, validate
 
 
 class Point(BaseModel):
@@ -104,3 +105,67 @@ def test_validation_errors_of_the_method_itself_pass_unchanged(client):
     """A ValidationError from the method's own code keeps its message (the driver should convert it)."""
     with pytest.raises(DriverInvalidArgument, match="1 validation error for Point"):
         client.call("parses_garbage")
+
+
+@names_its_config_errors
+@dataclass(kw_only=True, config=ConfigDict(extra="forbid"))
+class Configured(Driver):
+    """A driver with one checked config key, and a check of the whole entry."""
+
+    timeout: float = Field(default=1.0, gt=0)
+
+    @classmethod
+    def client(cls) -> str:
+        return "jumpstarter.client.DriverClient"
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if self.timeout == 13:
+            raise ValueError("13 s is unlucky")
+
+
+def build(config: str):
+    """Build a tree from exporter YAML as the exporter does: `Configured` as the child `inner` of `group`."""
+    text = f"""
+children:
+  group:
+    children:
+      inner:
+        type: {__name__}.Configured
+        config: {config}
+"""
+    return ExporterConfigV1Alpha1DriverInstance.from_str(text).instantiate()
+
+
+@pytest.mark.parametrize(
+    ("config", "first_line"),
+    [
+        ("{timeout: -1}", "inner': timeout: Input should be greater than 0"),
+        ("{timeot: 2}", "inner': timeot: Unexpected keyword argument"),
+        ("{timeout: soon, x: 1}", "inner': timeout: Input should be a valid number, unable to parse string as a "
+         "number; x: Unexpected keyword argument"),
+        ("{timeout: 13}", "inner': 13 s is unlucky"),
+    ],
+)  # fmt: skip
+def test_config_error_names_the_entry_and_the_key_in_its_first_line(config: str, first_line: str):
+    """Built from exporter YAML, a config error's first line names the export entry (by its path) and the key."""
+    with pytest.raises(ValidationError) as error:
+        build(config)
+    lines = str(error.value).splitlines()
+    assert lines[0].startswith("1 validation error for Configured, export entry 'group.inner': ") or lines[
+        0
+    ].startswith("2 validation errors for Configured, export entry 'group.inner': "), lines[0]
+    assert lines[0].endswith(first_line), lines[0]
+
+
+def test_config_error_in_code_is_pydantics_own():
+    """Built in code, outside an exporter config, the driver raises pydantic's error as it is."""
+    with pytest.raises(ValidationError) as error:
+        Configured(timeout=-1)
+    assert str(error.value).splitlines()[:2] == ["1 validation error for Configured", "timeout"]
+
+
+def test_valid_config_builds_the_driver():
+    """The decorator changes nothing for a valid config."""
+    tree = build("{timeout: 2}")
+    assert tree.children["group"].children["inner"].timeout == 2

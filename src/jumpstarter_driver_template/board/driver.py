@@ -22,7 +22,7 @@ from pydantic import ConfigDict, Field
 from pydantic.dataclasses import dataclass
 
 from ..device.interface import PowerSupplyInterface
-from ..validation import validate
+from ..validation import names_its_config_errors, validate
 from .common import BoardTiming
 
 CHILDREN = ("device", "power")
@@ -33,6 +33,7 @@ OffSeconds = Annotated[float, Field(ge=0, le=60)]
 ReadyTimeout = Annotated[float, Field(gt=0, le=600)]
 
 
+@names_its_config_errors
 @dataclass(kw_only=True, config=ConfigDict(extra="forbid"))
 class ExampleBoard(Driver):
     """A bench: a power supply (`device`) and a power switch (`power`: the supply's output, unless configured)."""
@@ -155,7 +156,7 @@ class DeviceOutputPower(PowerInterface, Driver):
         """Switch the supply's output off."""
         await self.device.set_output(False)
 
-    # Upstream's `j power read` reads the stream to the end for each reading: it must end.
+    # Upstream's `j board power read` reads the stream to the end for each reading: it must end.
     @export
     async def read(self) -> AsyncGenerator[PowerReading, None]:
         """One reading of the output's voltage and current."""

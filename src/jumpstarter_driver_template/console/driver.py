@@ -24,12 +24,14 @@ from pydantic import ConfigDict, Field, model_validator
 from pydantic.dataclasses import dataclass
 
 from ..commands import Command, end_groups
+from ..validation import names_its_config_errors
 from .tool import ChunkedStream, attach
 
 SIMULATOR = [sys.executable, "-m", "jumpstarter_driver_template.console.simulator"]
 """The simulated device console (simulator.py), run as the tool: the same path as a real tool's."""
 
 
+@names_its_config_errors
 @dataclass(kw_only=True, config=ConfigDict(extra="forbid"))
 class ExampleConsole(Driver):
     """A device's console: a tool's stdin/stdout (ipmitool sol, ssh, conserver) or a console server's TCP port."""

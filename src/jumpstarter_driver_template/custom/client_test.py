@@ -1,5 +1,5 @@
 # mypy: allow-untyped-defs
-"""Client behaviour and the exact output of every `j power` / `j custom` command."""
+"""Client behaviour and the exact output of every `j custom` command."""
 
 import hashlib
 import os

@@ -29,7 +29,7 @@ from pydantic.dataclasses import dataclass
 
 from ..batching import batches
 from ..cancellation import to_completion
-from ..validation import validate
+from ..validation import names_its_config_errors, validate
 from .common import LEVEL_MIN, STREAM_CHUNK, Settings, State, UploadResult, check_upload_name
 
 # Exporter YAML `config:` keys become keyword arguments of the driver dataclass. `extra="forbid"`
@@ -50,6 +50,7 @@ PARTIAL_PREFIX, PARTIAL_SUFFIX = ".upload-", ".partial"
 no upload can have (names never start with '.'), so reset() can remove what a crash left."""
 
 
+@names_its_config_errors
 @dataclass(kw_only=True, config=CONFIG)
 class ExampleCustom(Driver):
     """A custom driver: its own config, exported methods of every kind, and its own client."""
@@ -69,8 +70,12 @@ class ExampleCustom(Driver):
         super().__post_init__()
         self._settings = Settings(label="default", level=LEVEL_MIN)
         if self.upload_dir is not None:
-            # Fail when the exporter starts, not at the first upload.
-            Path(self.upload_dir).mkdir(parents=True, exist_ok=True)
+            # Fail when the exporter starts, not at the first upload; a ValueError here becomes the config's
+            # error, naming the key (an OSError would name neither the key nor the driver).
+            try:
+                Path(self.upload_dir).mkdir(parents=True, exist_ok=True)
+            except OSError as e:
+                raise ValueError(f"upload_dir: cannot create {self.upload_dir!r}: {e.strerror or e}") from None
 
     @classmethod
     def client(cls) -> str:

@@ -23,7 +23,7 @@ from jumpstarter.driver import Driver, export, exportstream
 from pydantic import ConfigDict, Field
 from pydantic.dataclasses import dataclass
 
-from ..validation import validate
+from ..validation import names_its_config_errors, validate
 from .common import COMMAND_MAX, Command, DeviceState, Measurement, Volts, protection_change
 from .interface import PowerSupplyInterface
 from .scpi import DeviceError, ScpiSession
@@ -34,6 +34,7 @@ T = TypeVar("T")
 
 # Exporter YAML `config:` keys become keyword arguments: `extra="forbid"` turns a typo into an error
 # naming the key, and every value has bounds.
+@names_its_config_errors
 @dataclass(kw_only=True, config=ConfigDict(extra="forbid"))
 class ExampleDevice(PowerSupplyInterface, Driver):
     """A bench power supply speaking SCPI through pyvisa: one shared session, timeouts, its protection, a safe state."""

@@ -13,12 +13,13 @@ from jumpstarter.driver import Driver, export
 from pydantic import ConfigDict, Field
 from pydantic.dataclasses import dataclass
 
-from ..validation import validate
+from ..validation import names_its_config_errors, validate
 from .common import Command, DeviceState, Measurement, Volts
 from .interface import PowerSupplyInterface
 from .simulator import IDN, LOAD_OHMS
 
 
+@names_its_config_errors
 @dataclass(kw_only=True, config=ConfigDict(extra="forbid"))
 class ExampleDeviceModel(PowerSupplyInterface, Driver):
     """An in-memory power supply: the interface of ExampleDevice, without an instrument or a protocol."""

@@ -18,12 +18,13 @@ from pydantic import ConfigDict, Field
 from pydantic.dataclasses import dataclass
 
 from ..commands import Command, run_command
-from ..validation import validate
+from ..validation import names_its_config_errors, validate
 
 
 # Exporter YAML `config:` keys become keyword arguments of the driver dataclass. `extra="forbid"`
 # turns a typo into an error that names the key; pydantic checks every type. A plain stdlib
 # @dataclass would accept both silently.
+@names_its_config_errors
 @dataclass(kw_only=True, config=ConfigDict(extra="forbid"))
 class ExamplePower(PowerInterface, Driver):
     """A power switch: simulated, or backed by the commands you already use (uhubctl, a relay script...)."""

@@ -38,7 +38,7 @@ from pydantic.dataclasses import dataclass
 from ..batching import IO_BATCH, batches
 from ..cancellation import to_completion
 from ..commands import Command, run_command
-from ..validation import validate
+from ..validation import names_its_config_errors, validate
 from .common import Image, Operation, Side, StorageState
 from .source import Decoder, Source, open_source
 
@@ -53,6 +53,7 @@ MAX_CARD = 2**50
 
 # Exporter YAML `config:` keys become keyword arguments of the driver dataclass. `extra="forbid"`
 # turns a typo into an error that names the key; pydantic checks every type.
+@names_its_config_errors
 @dataclass(kw_only=True, config=ConfigDict(extra="forbid"))
 class ExampleStorageMux(StorageMuxFlasherInterface, Driver):
     """A storage mux: write images to a card on the host side, then hand the card to the device."""

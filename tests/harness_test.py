@@ -1,0 +1,200 @@
+# mypy: allow-untyped-defs
+"""The harness itself: overrides by a driver's path, a test's own config, expected failures, a shared exporter,
+and nothing left running however a run ends."""
+
+from __future__ import annotations
+
+import copy
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+from harness import (
+    EXAMPLE_CONFIG,
+    ROOT,
+    Exporter,
+    checked_script_output,
+    example_config,
+    failed,
+    find_driver,
+    local_shell,
+    run,
+    running,
+    script_command,
+    shared_exporter,
+    wait_for,
+    write_config,
+)
+
+
+def own_config() -> dict[str, Any]:
+    """A config of the test's own: the example's first driver, as the child `inner` of a Composite `group`."""
+    example = yaml.safe_load(EXAMPLE_CONFIG.read_text())
+    first = next(entry for entry in example["export"].values() if "type" in entry)
+    group = {"type": "jumpstarter_driver_composite.driver.Composite", "children": {"inner": copy.deepcopy(first)}}
+    return {**{k: v for k, v in example.items() if k != "export"}, "export": {"group": group}}
+
+
+def test_overrides_reach_a_child_by_its_path():
+    """`{"group.inner": {...}}` merges into the child's `config:`; the rest of the tree is untouched."""
+    config = own_config()
+    merged = example_config({"group.inner": {"added_key": 3}}, config=config)
+    inner = find_driver(merged, "group.inner")
+    assert inner["config"] == (config["export"]["group"]["children"]["inner"].get("config") or {}) | {"added_key": 3}
+    assert "config" not in merged["export"]["group"]
+    assert config == own_config()  # the test's own config is not changed in place
+
+
+def test_override_of_a_missing_driver_names_what_is_there():
+    """An override path that names no driver fails at once, listing the names it could have been."""
+    with pytest.raises(LookupError, match=r"no driver 'group.nope' to override: the children of group: \['inner'\]"):
+        example_config({"group.nope": {"x": 1}}, config=own_config())
+
+
+def test_own_config_runs_and_expected_failures_report_their_status(tmp_path: Path):
+    """A test's own config runs in `jmp shell`; `fails` passes on a command that fails, with its status."""
+    out = local_shell(
+        write_config(tmp_path, config=own_config()),
+        "j group --help\nfails j group no-such-command\nfails j group inner no-such-command",
+    )
+    assert "inner" in out
+    assert failed(out, "j group no-such-command") == 1  # j in 0.9 exits 1 for every error, usage errors too
+    assert failed(out, "j group inner no-such-command") == 1
+
+
+@pytest.mark.parametrize(
+    ("script", "problem"),
+    [
+        ("fails true", "SUCCEEDED, EXPECTED TO FAIL: true"),
+        ("false\necho after", "a command of the script failed"),
+    ],
+)
+def test_a_script_whose_commands_do_not_do_as_expected_fails_the_test(script: str, problem: str):
+    """`fails` on a command that succeeds, or a command that fails outside `fails`, stops the script and the test.
+
+    The script alone, in `sh`: what `jmp shell` adds to it is the test above's.
+    """
+    with pytest.raises(AssertionError, match=problem) as failure:
+        checked_script_output(run(script_command(script)))
+    assert "after" not in str(failure.value)
+
+
+shared = shared_exporter(config=own_config())
+SEEN: list[int] = []
+
+
+@pytest.mark.parametrize("turn", [1, 2])
+def test_a_shared_exporter_serves_every_test_of_the_module(shared: Exporter, turn: int):
+    """Both tests get the same running exporter: one start for the module."""
+    SEEN.append(shared.serving_pid)
+    with shared.client() as client:
+        assert set(client.children) == {"group"}
+    assert len(set(SEEN)) == 1 and running(SEEN[0])
+
+
+# Nothing outlives the run
+
+
+INTERRUPTED_RUN = """
+import os, time
+from pathlib import Path
+from harness import JMP, exporter_process, start, write_config
+
+
+def test_runs_until_it_is_ended(tmp_path):
+    # A jmp shell (local mode) left to the harness's last resort, and a jmp run in a fixture-like `with`.
+    config = write_config(tmp_path / "local")
+    start([JMP, "shell", "--exporter-config", str(config), "--", "sleep", "300"], cwd=config.parent)
+    with exporter_process(tmp_path / "direct"):
+        Path(os.environ["READY_FILE"]).write_text("ready")
+        time.sleep(300)
+"""
+
+
+def descendants(pid: int) -> set[int]:
+    """Every live process below `pid` (children of each of its threads, recursively)."""
+    found: set[int] = set()
+    pending = [pid]
+    while pending:
+        parent = pending.pop()
+        for task in Path(f"/proc/{parent}/task").glob("*"):
+            try:
+                children = {int(c) for c in (task / "children").read_text().split()}
+            except (FileNotFoundError, ProcessLookupError):
+                continue
+            pending += list(children - found)
+            found |= children
+    return found
+
+
+def command_line(pid: int) -> str:
+    """A process's command line, for failure messages."""
+    try:
+        return Path(f"/proc/{pid}/cmdline").read_text().replace("\0", " ").strip()
+    except FileNotFoundError:
+        return "(gone)"
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc")
+def test_an_ended_run_leaves_nothing_running(tmp_path: Path):
+    """A pytest run ended by SIGTERM (a CI timeout, a cancelled job) leaves none of the processes its harness started.
+
+    SIGTERM tears down as Ctrl-C does (the `jmp run`); the `jmp shell` that the run started and never stops is
+    left to the watchdog, which ends it once pytest is gone: what it also does after a SIGKILL, which nothing can
+    catch (one run proves both, at the cost of one).
+    """
+    sig = signal.SIGTERM
+    (tmp_path / "interrupted_test.py").write_text(textwrap.dedent(INTERRUPTED_RUN))
+    ready = tmp_path / "ready"
+    env = {k: v for k, v in os.environ.items() if k not in ("PYTEST_ADDOPTS", "PYTEST_CURRENT_TEST")}
+    env |= {"PYTHONPATH": str(ROOT / "tests"), "READY_FILE": str(ready), "TERM": "dumb"}
+    # `-p conftest` loads tests/conftest.py, whose pytest_configure wires SIGTERM as every run of the suite has it.
+    args = [
+        sys.executable,
+        "-m",
+        "pytest",
+        "-q",
+        "-p",
+        "no:cacheprovider",
+        "-p",
+        "conftest",
+        "--rootdir",
+        str(tmp_path),
+    ]
+    pytest_run = subprocess.Popen(
+        [*args, str(tmp_path / "interrupted_test.py")], cwd=tmp_path, env=env, stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT, text=True, start_new_session=True,
+    )  # fmt: skip
+    try:
+
+        def started() -> set[int]:
+            if pytest_run.poll() is not None:
+                raise AssertionError(f"the run ended by itself:\n{pytest_run.communicate()[0]}")
+            found = descendants(pytest_run.pid)
+            return found if ready.exists() and any(command_line(p).startswith("sleep 300") for p in found) else set()
+
+        started_pids = wait_for(started, timeout=120, what="the interrupted run's exporters")
+        os.kill(pytest_run.pid, sig)
+        output, _ = pytest_run.communicate(timeout=120)
+
+        def nothing_left() -> bool:
+            left = {pid: command_line(pid) for pid in started_pids if running(pid)}
+            if left:
+                raise AssertionError(f"still running: {left}")
+            return True
+
+        wait_for(nothing_left, timeout=60, what=f"every process of the run ended by {sig.name}", context=lambda: output)
+        if sig == signal.SIGTERM:
+            assert "KeyboardInterrupt" in output, output  # stopped as Ctrl-C stops it: teardowns ran
+    finally:
+        if pytest_run.poll() is None:
+            os.killpg(pytest_run.pid, signal.SIGKILL)
+            pytest_run.wait(30)
+        for pid in descendants(pytest_run.pid) if pytest_run.poll() is None else []:
+            os.kill(pid, signal.SIGKILL)
