@@ -99,7 +99,8 @@ EXAMPLES: dict[str, tuple[str, str]] = {
         "commands validation cancellation batching",
     ),
     "console": (
-        f"{P}/console/ tests/console_test.py benchmarks/console_bench.py docs/console.md",
+        f"{P}/console/ tests/console_test.py tests/hardware/console_test.py benchmarks/console_bench.py "
+        "docs/console.md",
         "commands validation",
     ),
 }

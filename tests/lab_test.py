@@ -171,14 +171,19 @@ print("UNDER WAY", flush=True)
 def test_killed_client_holds_the_exporter_until_its_lease_expires(bench: Bench, tmp_path: Path):
     """A lease holder killed mid-transfer: a second client waits (Pending), then is served once the lease expires."""
     exporter = bench.exporter
-    workdir = exporter.workdir
-    uploads = workdir / example_config()["export"].get("custom", {}).get("config", {}).get("upload_dir", ".uploads")
-    if uploads.is_dir():
-        (uploads / "disk.img").write_bytes(b"known good image")
-    image = tmp_path / "image.img"
+    export = example_config()["export"]
+    fill: dict[str, object] = {"free": shutil.disk_usage(tmp_path).free // 2}
+    # unit:custom:start
+    uploads = exporter.workdir / export["custom"]["config"].get("upload_dir", ".uploads")
+    uploads.mkdir(exist_ok=True)
+    (uploads / "disk.img").write_bytes(b"known good image")
+    fill["uploads"] = str(uploads)
+    # unit:custom:end
+    # unit:storage:start
+    fill["image"] = image = tmp_path / "image.img"
     with image.open("wb") as file:
-        file.truncate(example_config()["export"].get("storage", {}).get("config", {}).get("size", 1))
-    fill = {"free": shutil.disk_usage(tmp_path).free // 2, "uploads": str(uploads), "image": image}
+        file.truncate(export["storage"]["config"]["size"])
+    # unit:storage:end
     transfers = "\n".join(start.format(**fill) for start, _ in UNDER_WAY)
     condition = " and ".join(f"({check.format(**fill)})" for _, check in UNDER_WAY) or "True"
     poll = tmp_path / "poll.py"
@@ -229,9 +234,10 @@ def test_killed_client_holds_the_exporter_until_its_lease_expires(bench: Bench, 
         what=f"exporter fds back to {fds_before}",
         context=lambda: exporter.fd_targets() + exporter.log_tail(),
     )
-    if uploads.is_dir():
-        assert (uploads / "disk.img").read_bytes() == b"known good image"
-        assert not list(uploads.glob(".upload-*.partial"))
+    # unit:custom:start
+    assert (uploads / "disk.img").read_bytes() == b"known good image"
+    assert not list(uploads.glob(".upload-*.partial"))
+    # unit:custom:end
     # unit:storage:start
     assert "card.img holds an incomplete" in exporter.log.read_text(), exporter.log_tail()
     # unit:storage:end

@@ -14,7 +14,7 @@ import fnmatch
 import re
 import subprocess
 import sys
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from importlib.metadata import packages_distributions
 from pathlib import Path
 
@@ -203,7 +203,7 @@ def imported_distributions(files: Mapping[str, str], prefix: str) -> dict[str, s
         except SyntaxError:
             continue
         tops = set()
-        for node in ast.walk(module):
+        for node in _reachable(module):
             if isinstance(node, ast.Import):
                 tops.update(alias.name.partition(".")[0] for alias in node.names)
             elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
@@ -213,6 +213,23 @@ def imported_distributions(files: Mapping[str, str], prefix: str) -> dict[str, s
             distributions.update(_canonical(d) for d in by_module.get(top, [f"<no distribution: {top}>"]))
         found[path] = distributions
     return found
+
+
+def _reachable(tree: ast.AST) -> Iterator[ast.AST]:
+    """Every node of `tree`, but of an `if sys.version_info ...:` only the branch this Python takes.
+
+    `if sys.version_info >= (3, 14): from compression import zstd / else: from backports import zstd` needs
+    the backport only where it runs; on 3.14 the other branch is the standard library's.
+    """
+    stack = [tree]
+    while stack:
+        node = stack.pop()
+        yield node
+        if isinstance(node, ast.If) and "sys.version_info" in ast.unparse(node.test):
+            taken = eval(compile(ast.Expression(node.test), "<version test>", "eval"), {"sys": sys})
+            stack.extend(node.body if taken else node.orelse)
+        else:
+            stack.extend(ast.iter_child_nodes(node))
 
 
 def _canonical(name: str) -> str:

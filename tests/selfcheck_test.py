@@ -25,3 +25,14 @@ def test_j_commands_in_the_text_name_exported_drivers():
 def test_package_imports_only_what_it_depends_on():
     """Each module of the package imports only distributions pyproject.toml depends on (not one that comes along)."""
     assert selfcheck.undeclared_imports(selfcheck.tree()) == []
+
+
+def test_an_import_for_another_python_is_not_this_ones():
+    """Of an `if sys.version_info` choice, only the branch this Python runs counts as an import."""
+    module = (
+        "import sys\n"
+        "if sys.version_info >= (3, 1):\n    import yaml\nelse:\n    import no_such_distribution\n"
+        "if sys.version_info < (3, 1):\n    import another_missing_one\n"
+    )
+    found = selfcheck.imported_distributions({"src/pkg/mod.py": module}, "src/")
+    assert found == {"src/pkg/mod.py": {"pyyaml"}}

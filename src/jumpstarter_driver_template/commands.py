@@ -207,8 +207,12 @@ def end_groups(pgids: list[int]) -> None:
     deadline = time.monotonic() + GRACE
     while any(_group_alive(pgid) for pgid in pgids) and time.monotonic() < deadline:
         time.sleep(0.01)
-    for pgid in pgids:
-        _signal_group(pgid, signal.SIGKILL)
+    pgids = [pgid for pgid in pgids if _signal_group(pgid, signal.SIGKILL)]
+    # SIGKILL is delivered when the process next runs: wait for it (bounded), as end_group does, so that
+    # nothing of the group still runs when the caller goes on.
+    deadline = time.monotonic() + GRACE
+    while any(_group_alive(pgid) for pgid in pgids) and time.monotonic() < deadline:
+        time.sleep(0.01)
 
 
 def _end_leftovers() -> None:

@@ -87,7 +87,7 @@ def test_daemon_outside_the_group_does_not_hold_a_finished_command(tmp_path: Pat
     daemon = f"setsid sh -c 'echo $$ > {pid_file}; exec sleep 300' &"
     script = ["sh", "-c", f"{daemon} while [ ! -s {pid_file} ]; do sleep 0.01; done; echo on"]
     try:
-        assert anyio.run(run_command, "on_command", script, 10) == "on\n"  # not a TimeoutError after 10 s
+        assert anyio.run(run_command, "switch_command", script, 10) == "on\n"  # not a TimeoutError after 10 s
         assert running(int(pid_file.read_text()))
     finally:
         os.kill(int(pid_file.read_text()), signal.SIGKILL)
@@ -125,7 +125,7 @@ import pathlib, sys, threading, time
 import anyio
 from jumpstarter_driver_template.commands import run_command
 
-threading.Thread(target=anyio.run, args=(run_command, "on_command", sys.argv[2:], 60), daemon=True).start()
+threading.Thread(target=anyio.run, args=(run_command, "switch_command", sys.argv[2:], 60), daemon=True).start()
 pid = pathlib.Path(sys.argv[1])
 while not (pid.exists() and pid.read_text().strip()):
     time.sleep(0.01)

@@ -62,7 +62,7 @@ class Console:
         """What the device prints when it starts: its boot log, then the login prompt."""
         return "".join(f"{line}\r\n" for line in BOOT_LOG).encode() + b"\r\n" + LOGIN
 
-    def feed(self, data: bytes) -> Iterator[bytes]:
+    def respond(self, data: bytes) -> Iterator[bytes]:
         """Take bytes typed on the console; yield what the device prints in answer (echo included)."""
         echo = bytearray()
         for byte in data:
@@ -134,7 +134,7 @@ def run_stdio() -> None:
         data = os.read(0, 65536)
         if not data:
             return
-        for out in console.feed(data):
+        for out in console.respond(data):
             _write_all(1, out)
 
 
@@ -152,7 +152,7 @@ async def session(stream: ByteStream) -> None:
             await stream.send(console.boot())
             while not console.powered_off:
                 data = await stream.receive()
-                for out in console.feed(data):
+                for out in console.respond(data):
                     await stream.send(out)
         except (anyio.EndOfStream, anyio.BrokenResourceError, anyio.ClosedResourceError):
             pass

@@ -278,7 +278,7 @@ class ExampleStorageMux(StorageMuxFlasherInterface, Driver):
         def put(batch: list[bytes]) -> None:
             """Write a batch (decompressed, if it is): in a worker thread."""
             nonlocal touched
-            pieces = batch if decoder is None else (piece for data in batch for piece in decoder.feed(data))
+            pieces = batch if decoder is None else (piece for data in batch for piece in decoder.decode(data))
             for piece in pieces:
                 if not touched:
                     # From the first byte on, the card holds neither the old image nor the new one.

@@ -161,7 +161,7 @@ class Decoder:
         """Compressed bytes fed so far."""
         self._decompressor = create_decompressor(compression)
 
-    def feed(self, data: bytes) -> Iterator[bytes]:
+    def decode(self, data: bytes) -> Iterator[bytes]:
         """Yield the image bytes `data` decodes to, at most PIECE per item."""
         self.consumed += len(data)
         zlib_style = self.compression == Compression.GZIP  # zlib keeps unread input in `unconsumed_tail`
