@@ -29,7 +29,8 @@ LINE = b"x" * 63 + b"\n"
 
 def drivers(workdir: Path) -> dict[str, Entry]:
     """Two consoles: one whose tool floods it, one whose tool echoes."""
-    driver = "jumpstarter_driver_template.console.driver.ExampleConsole"  # one line: the rename makes it longer
+    # One name per line: the rename makes it longer.
+    driver = "jumpstarter_driver_template.console.driver.ExampleConsole"
     return {
         "console_flood": {"type": driver, "config": {"command": ["cat", "/dev/zero"]}},
         "console_echo": {"type": driver, "config": {"command": ["cat"]}},

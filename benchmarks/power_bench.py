@@ -15,7 +15,8 @@ from jumpstarter_driver_power.client import PowerClient
 def drivers(workdir: Path) -> dict[str, Entry]:
     """A simulated switch: no commands, so the figures are the driver's and the framework's own."""
     config = {"voltage": 12.0, "current": 0.5}
-    driver = "jumpstarter_driver_template.power.driver.ExamplePower"  # one line: the rename makes it longer
+    # One name per line: the rename makes it longer.
+    driver = "jumpstarter_driver_template.power.driver.ExamplePower"
     return {"power": {"type": driver, "config": config}}
 
 

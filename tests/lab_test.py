@@ -171,10 +171,9 @@ print("UNDER WAY", flush=True)
 def test_killed_client_holds_the_exporter_until_its_lease_expires(bench: Bench, tmp_path: Path):
     """A lease holder killed mid-transfer: a second client waits (Pending), then is served once the lease expires."""
     exporter = bench.exporter
-    export = example_config()["export"]
     fill: dict[str, object] = {"free": shutil.disk_usage(tmp_path).free // 2}
     # unit:custom:start
-    uploads = exporter.workdir / export["custom"]["config"].get("upload_dir", ".uploads")
+    uploads = exporter.workdir / example_config()["export"]["custom"]["config"].get("upload_dir", ".uploads")
     uploads.mkdir(exist_ok=True)
     (uploads / "disk.img").write_bytes(b"known good image")
     fill["uploads"] = str(uploads)
@@ -182,7 +181,7 @@ def test_killed_client_holds_the_exporter_until_its_lease_expires(bench: Bench, 
     # unit:storage:start
     fill["image"] = image = tmp_path / "image.img"
     with image.open("wb") as file:
-        file.truncate(export["storage"]["config"]["size"])
+        file.truncate(example_config()["export"]["storage"]["config"]["size"])
     # unit:storage:end
     transfers = "\n".join(start.format(**fill) for start, _ in UNDER_WAY)
     condition = " and ".join(f"({check.format(**fill)})" for _, check in UNDER_WAY) or "True"
