@@ -142,6 +142,7 @@ def test_hooks_run_at_each_lease_start_and_end(bench: Bench):
 LEASE_SECONDS = 60
 """The dying client's lease: long enough for its shell to start and its transfers to get under way on a busy machine."""
 UNDER_WAY: list[tuple[str, str]] = [
+    # (shell commands that start transfers, a Python condition that is true once they are under way)
     # unit:custom:start
     # An endless byte stream, and an upload from a FIFO that never ends (announced as half the free space).
     (
