@@ -32,6 +32,7 @@ import os
 import shlex
 import signal
 import subprocess
+import threading
 import time
 from pathlib import Path
 from typing import Annotated
@@ -59,6 +60,10 @@ READ_MAX = 64 * 1024
 
 _groups: dict[int, int] = {}
 """Process groups this process started and has not ended yet: pgid -> the pid of the process that started it."""
+# Starts under way: a child may already run (and be seen by others) before its group is in _groups, which is
+# written on the event loop once open_process returns. The exit handler waits for these, bounded.
+_starting = 0
+_starting_lock = threading.Lock()
 
 
 async def run_command(key: str, command: list[str], timeout: float) -> str:
@@ -121,11 +126,17 @@ async def _run(key: str, command: list[str], timeout: float) -> str:
 
 async def start(described: str, command: list[str], **files: object) -> Process:
     """Start `command` in a session of its own and register its group; a program that cannot start is RuntimeError."""
+    global _starting
+    with _starting_lock:
+        _starting += 1
     try:
         process = await anyio.open_process(command, start_new_session=True, **files)  # type: ignore[arg-type]
+        _groups[process.pid] = os.getpid()
     except OSError as e:
         raise RuntimeError(f"{described} could not start: {e.strerror or e}") from None
-    _groups[process.pid] = os.getpid()
+    finally:
+        with _starting_lock:
+            _starting -= 1
     return process
 
 
@@ -217,6 +228,9 @@ def end_groups(pgids: list[int]) -> None:
 
 def _end_leftovers() -> None:
     """At interpreter exit: end the groups no call got to end (the exporter exited while they were ending)."""
+    deadline = time.monotonic() + GRACE
+    while _starting and time.monotonic() < deadline:  # a group started, not registered yet
+        time.sleep(0.01)
     end_groups([pgid for pgid, starter in _groups.items() if starter == os.getpid()])  # not a fork's parent's
     _groups.clear()
 
