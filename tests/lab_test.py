@@ -105,7 +105,9 @@ def test_documented_allow_list_is_what_the_package_needs(bench: Bench):
     assert entry_points
     clients = reported | {e.load().client() for e in entry_points} | {ROOT_CLIENT}
     needed = {f"{path.split('.')[0]}.*" for path in clients}
-    assert set(documented["shipping.md"]) == needed
+    # The package itself stays allowed where no kept driver returns a client of its own (a copy of the console
+    # alone, whose client is upstream's): the author's next driver will.
+    assert set(documented["shipping.md"]) == needed | {f"{PACKAGE}.*"}
     assert all(any(fnmatchcase(path, pattern) for pattern in needed) for path in clients)
 
 
