@@ -95,7 +95,7 @@ def test_every_driver_and_the_hardware_tests_through_a_lease(bench: Bench):
 
 
 def test_documented_allow_list_is_what_the_package_needs(bench: Bench):
-    """README and docs/shipping.md allow exactly the packages of the clients the drivers use, and the root's."""
+    """README and docs/shipping.md allow the package, the packages of the clients its drivers use, and the root's."""
     documented = documented_allow_lists()
     assert set(documented) == {"README.md", "shipping.md"}, documented
     assert documented["README.md"] == documented["shipping.md"]
