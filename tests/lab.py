@@ -584,7 +584,16 @@ def lab() -> Iterator[Lab]:
         key, certificate = _certificate()
 
         async def start() -> tuple[grpc.aio.Server, Controller, Router, str]:
-            server = grpc.aio.server(options=[("grpc.so_reuseport", 0)])
+            # Jumpstarter's clients and exporters ping every 20 s, idle or not (jumpstarter.common.grpc); grpc's
+            # default server answers pings that come faster than every 5 min with GOAWAY "too_many_pings" after
+            # two strikes, which cancels a lease's long transfers. Permit them, as the real controller does.
+            options = [
+                ("grpc.so_reuseport", 0),
+                ("grpc.keepalive_permit_without_calls", 1),
+                ("grpc.http2.min_recv_ping_interval_without_data_ms", 10_000),
+                ("grpc.http2.max_ping_strikes", 0),
+            ]
+            server = grpc.aio.server(options=options)
             port = server.add_secure_port("127.0.0.1:0", grpc.ssl_server_credentials([(key, certificate)]))
             endpoint = f"127.0.0.1:{port}"
             controller = Controller(router_endpoint=endpoint)
