@@ -172,8 +172,8 @@ def test_mcp_lists_a_documented_typed_client_method_for_every_exported_method(ex
                         gaps = [p for p in described(methods[name]) if strict or p == "no docstring"]
                         problems += [f"{where}.{name}: {p}" for p in gaps]
                 elif not ours:
-                    # An upstream client's byte stream is upstream's to document: PySerialClient opens `connect`
-                    # through jumpstarter_driver_network's PexpectAdapter (`pexpect()`, `open()`) and `pipe`.
+                    # An upstream client's byte stream is upstream's to document: that client opens it through
+                    # upstream's own adapters and commands, not through a method of this package.
                     continue
                 elif not any(
                     not described(m) and re.search(rf"[\"']{name}[\"']", source_reach(client_class, m["name"]))
