@@ -195,17 +195,23 @@ async def drain(fd: int, tail: OutputTail) -> None:
 
 async def end_group(process: Process) -> None:
     """End the command's process group: SIGTERM, up to GRACE seconds for all of it to exit, then SIGKILL."""
-    if _signal_group(process.pid, signal.SIGTERM):
-        with anyio.move_on_after(GRACE):
-            await process.wait()  # reap the command itself
-            while _group_alive(process.pid):  # children it left behind may take a moment to exit
-                await anyio.sleep(0.01)
-        if _signal_group(process.pid, signal.SIGKILL):
-            # SIGKILL is delivered when the process next runs: on a loaded machine, a moment after kill().
+    try:
+        if _signal_group(process.pid, signal.SIGTERM):
             with anyio.move_on_after(GRACE):
-                while _group_alive(process.pid):
+                await process.wait()  # reap the command itself
+                while _group_alive(process.pid):  # children it left behind may take a moment to exit
                     await anyio.sleep(0.01)
-    await process.wait()
+            if _signal_group(process.pid, signal.SIGKILL):
+                # SIGKILL is delivered when the process next runs: on a loaded machine, a moment after kill().
+                with anyio.move_on_after(GRACE):
+                    while _group_alive(process.pid):
+                        await anyio.sleep(0.01)
+        await process.wait()
+    except BaseException:
+        # Callers shield this, but when the exporter stops, the event loop's shutdown cancels every task the
+        # asyncio way, which cuts through a shield: finish the job synchronously, bounded the same way.
+        end_groups([process.pid])
+        raise
     _groups.pop(process.pid, None)
 
 
@@ -214,6 +220,8 @@ def end_groups(pgids: list[int]) -> None:
 
     It blocks for up to GRACE (more only on a loaded machine) when a group ignores SIGTERM.
     """
+    for pgid in pgids:
+        _groups.pop(pgid, None)
     pgids = [pgid for pgid in pgids if _signal_group(pgid, signal.SIGTERM)]
     deadline = time.monotonic() + GRACE
     while any(_group_alive(pgid) for pgid in pgids) and time.monotonic() < deadline:

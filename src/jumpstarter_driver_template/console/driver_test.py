@@ -1,6 +1,7 @@
 # mypy: allow-untyped-defs
 """ExampleConsole through a real gRPC session (`serve()`), driven by upstream's console client."""
 
+import asyncio
 import os
 import signal
 from collections.abc import Iterator
@@ -18,6 +19,7 @@ from pydantic import ValidationError
 from ..commands_test import running
 from .driver import ExampleConsole
 from .simulator import PASSWORD, PROMPT, UNAME, USER, session
+from .tool import attach
 
 WAIT = 30  # seconds any single wait may take on a loaded machine before the test fails
 
@@ -96,6 +98,26 @@ def test_session_end_ends_a_half_closed_stream(tmp_path: Path):
     tool = ["sh", "-c", f"trap '' TERM; echo $$ > {pid}; exec sleep 300"]  # ignores EOF and SIGTERM
     with serve(ExampleConsole(command=tool)) as client, client.stream("connect"), start_blocking_portal() as portal:
         portal.call(_wait_for, lambda: pid.exists() and pid.read_text().strip())
+    assert not running(int(pid.read_text()))
+
+
+def test_event_loop_shutdown_while_the_tool_ends_still_ends_it(tmp_path: Path):
+    """The exporter's loop shutting down while a tool is being ended (a native cancel cuts a shield) still ends it."""
+    pid, termed = tmp_path / "pid", tmp_path / "termed"
+    tool = ["sh", "-c", f"trap 'echo > {termed}' TERM; echo $$ > {pid}; while :; do sleep 0.1; done"]
+
+    async def attached() -> None:
+        async with attach("console", tool):
+            await anyio.sleep_forever()
+
+    async def main() -> None:
+        task = asyncio.get_running_loop().create_task(attached())
+        await _wait_for(lambda: pid.exists() and pid.read_text().strip())
+        task.cancel()  # the client left: the tool is sent SIGTERM and given its grace period...
+        await _wait_for(termed.exists)
+        # ...during which main returns, and asyncio.run cancels every task left, as the loop's shutdown does
+
+    asyncio.run(main())
     assert not running(int(pid.read_text()))
 
 
