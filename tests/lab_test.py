@@ -13,7 +13,9 @@ import json
 import re
 import shutil
 import signal
+import ssl
 import sys
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from fnmatch import fnmatchcase
@@ -22,6 +24,7 @@ from pathlib import Path
 from typing import Any
 
 import anyio
+import grpc
 import pytest
 import yaml
 from harness import JMP, PACKAGE, REPORTED, ROOT, child_env, example_config, exported, start, stop_group, wait_for
@@ -369,3 +372,24 @@ def test_a_selector_no_exporter_matches_fails_at_once(bench: Bench, tmp_path: Pa
     client = ClientConfigV1Alpha1.from_file(bench.lab.client_config(tmp_path / "c.yaml", "nobody", []))
     with pytest.raises(LeaseError, match="the lease cannot be satisfied"), client.lease(selector="bench=none"):
         pass
+
+
+def test_lab_keeps_a_connection_that_pings_while_idle():
+    """Jumpstarter's channels ping while idle; the lab answers them, as a controller does, not with GOAWAY."""
+    pings = [
+        ("grpc.keepalive_time_ms", 100),  # Jumpstarter pings every 20 s: at once here, so that strikes come in seconds
+        ("grpc.keepalive_permit_without_calls", 1),
+        ("grpc.http2.max_pings_without_data", 0),
+    ]
+    with lab() as bench_lab:
+        host, port = bench_lab.endpoint.rsplit(":", 1)
+        trusted = grpc.ssl_channel_credentials(ssl.get_server_certificate((host, int(port))).encode())
+        with grpc.secure_channel(bench_lab.endpoint, trusted, options=pings) as channel:
+            grpc.channel_ready_future(channel).result(timeout=30)
+            states: list[grpc.ChannelConnectivity] = []
+            channel.subscribe(states.append)
+            # grpc's client pings at most once a second: 5 s give 5 pings. grpc's default server answers the fourth
+            # with GOAWAY (more than two strikes), and the channel goes IDLE.
+            time.sleep(5)
+            channel.unsubscribe(states.append)
+    assert set(states) == {grpc.ChannelConnectivity.READY}
