@@ -307,7 +307,7 @@ def running(pid: int) -> bool:
     """Whether `pid` is a live process (a zombie is not: it holds nothing, and waits to be reaped)."""
     try:
         return Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()[0] not in "ZX"
-    except FileNotFoundError:
+    except (FileNotFoundError, ProcessLookupError):  # gone before the open, or between the open and the read
         return False
 
 

@@ -838,6 +838,8 @@ def test_copier_update_merges_template_changes(template_repo: TemplateRepo, tmp_
 def test_wheel_of_a_copy_holds_only_its_package(copies: dict[str, Future[Copy]]):
     """The renamed wheel holds the new package only."""
     copy = copies["default"].result(timeout=2 * SUITE_TIMEOUT)
+    failed = [step for step, result in copy.checks.items() if result.returncode != 0]
+    assert "build" in copy.checks and not failed, f"the copy's wheel was not built: {failed} failed first"
     (wheel,) = (copy.path.parent / "dist").glob("*.whl")
     with zipfile.ZipFile(wheel) as archive:
         names = archive.namelist()

@@ -18,7 +18,7 @@ def running(pid: int) -> bool:
     """Whether `pid` is a live process (a zombie is not: it holds nothing and waits to be reaped)."""
     try:
         return Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()[0] not in "ZX"
-    except FileNotFoundError:
+    except (FileNotFoundError, ProcessLookupError):  # gone before the open, or between the open and the read
         return False
 
 
@@ -169,3 +169,16 @@ def _no_stray_processes():
     yield
     if children.exists():
         assert [pid for pid in set(children.read_text().split()) - before if running(int(pid))] == []
+
+
+def test_a_process_reaped_while_its_stat_is_read_is_not_running(monkeypatch: pytest.MonkeyPatch):
+    """A process reaped between the open and the read of its /proc stat is not running (the read fails ESRCH)."""
+    process = subprocess.Popen(["true"])
+
+    def read_after_reaping(path: Path, *args: object, **kwargs: object) -> str:
+        with path.open() as f:
+            process.wait()
+            return f.read()
+
+    monkeypatch.setattr(Path, "read_text", read_after_reaping)
+    assert not running(process.pid)
