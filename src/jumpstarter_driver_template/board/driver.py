@@ -96,16 +96,19 @@ class ExampleBoard(Driver):
             await anyio.sleep(off_seconds)
             await _call(power.on)
             deadline = anyio.current_time() + timeout
-            last: Exception | None = None
+            last = "none (no attempt ended before the deadline)"
             while (left := deadline - anyio.current_time()) > 0:
                 try:
-                    with anyio.fail_after(left):  # the device's exchange takes its own timeout from this deadline
+                    with anyio.fail_after(left) as attempt:  # the device's exchange takes its timeout from this
                         return str(await device.identify())
                 except (NotImplementedError, ValueError):
                     await _call(power.off)
                     raise  # not a device still booting: asking again cannot help
                 except Exception as e:  # not answering yet (refused, timed out, garbage): ask again
-                    last = e
+                    # An attempt the deadline cut before it could end (on a busy machine, before it even sent)
+                    # says nothing about the device: the error of the one before it does.
+                    if not attempt.cancelled_caught:
+                        last = str(e) or type(e).__name__
                 # Closer to the deadline, ask more often: a device ready just before it is found ready.
                 await anyio.sleep(min(POLL_SECONDS, max((deadline - anyio.current_time()) / 2, 0.01)))
             # A device that did not come up is left off, not half-booted and powered while nobody watches it.

@@ -4,6 +4,7 @@
 import time
 from concurrent.futures import ThreadPoolExecutor
 
+import anyio
 import pytest
 from click.testing import CliRunner
 from jumpstarter.client.core import DriverError, DriverMethodNotImplemented
@@ -120,6 +121,24 @@ def test_power_cycle_gives_up_after_the_timeout_with_the_output_off(client, simu
     with pytest.raises(DriverError, match=message):
         client.board.power_cycle(timeout=0.5)
     assert simulator.instrument.output is False
+
+
+def test_an_attempt_the_deadline_cuts_keeps_the_error_before_it(root, monkeypatch):
+    """An *IDN? attempt still waiting when the time is up (a busy machine) does not hide what the one before said."""
+    attempts: list[str] = []
+
+    async def identify() -> str:
+        attempts.append("*IDN?")
+        if len(attempts) == 1:
+            raise ConnectionRefusedError("TCPIP::192.0.2.1::5025::SOCKET refused the connection")
+        await anyio.sleep_forever()  # cut by the deadline
+        raise AssertionError("unreachable")
+
+    monkeypatch.setattr(root.children["board"].children["device"], "identify", identify)
+    message = r"within 0.5 s after power on; its power is off again; last error: TCPIP::192.0.2.1::5025::SOCKET refused"
+    with serve(root) as client, pytest.raises(DriverError, match=message):
+        client.board.power_cycle(timeout=0.5)
+    assert len(attempts) == 2
 
 
 @pytest.mark.parametrize(("fault", "ready_at", "timeout"), [("drop", 0.9, 1.0), ("slow", None, 0.7)])
