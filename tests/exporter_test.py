@@ -134,6 +134,8 @@ def test_hardware_tests_pass_inside_jmp_shell(exporter: Exporter):
     assert summaries, result.stdout
     assert re.search(r"\b[1-9]\d* passed\b", summaries[-1]), result.stdout
     assert not re.search(r"\b(failed|errors?|skipped)\b", summaries[-1]), result.stdout
+    # They share one device: run one at a time whatever -n the project's options give (tests/conftest.py).
+    assert "workers" not in result.stdout and "[gw0]" not in result.stdout, result.stdout
 
 
 def test_example_config_is_the_one_served(exporter: Exporter):

@@ -117,6 +117,46 @@ def test_runs_until_it_is_ended(tmp_path):
 """
 
 
+def test_figures_reach_the_summary_from_xdist_workers(tmp_path: Path):
+    """What tests in two xdist workers REPORTED is in the "end-to-end figures", from a test or a fixture teardown."""
+    (tmp_path / "figures_test.py").write_text(
+        textwrap.dedent("""
+        import pytest
+        from harness import REPORTED
+
+        @pytest.fixture(scope="module")
+        def held():
+            yield
+            REPORTED.append(f"at teardown of {__name__}")
+
+        def test_reports(held):
+            REPORTED.append("from a test")
+        """)
+    )
+    (tmp_path / "other_test.py").write_text(
+        "from harness import REPORTED\n\ndef test_x():\n    REPORTED.append('other')\n"
+    )
+    env = {k: v for k, v in os.environ.items() if k not in ("PYTEST_ADDOPTS", "PYTEST_CURRENT_TEST")}
+    env |= {"PYTHONPATH": str(ROOT / "tests")}
+    args = [
+        sys.executable,
+        "-m",
+        "pytest",
+        "-q",
+        "-p",
+        "no:cacheprovider",
+        "-p",
+        "conftest",
+        "--rootdir",
+        str(tmp_path),
+    ]
+    args += ["-n", "2", "--dist", "loadfile", str(tmp_path)]
+    result = subprocess.run(args, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stdout + result.stderr
+    figures = result.stdout.partition("end-to-end figures")[2].splitlines()[1:4]
+    assert sorted(figures) == ["at teardown of figures_test", "from a test", "other"], result.stdout
+
+
 def descendants(pid: int) -> set[int]:
     """Every live process below `pid` (children of each of its threads, recursively)."""
     found: set[int] = set()

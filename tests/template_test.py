@@ -13,6 +13,7 @@ import contextlib
 import errno
 import functools
 import importlib.metadata
+import inspect
 import json
 import os
 import re
@@ -22,13 +23,15 @@ import signal
 import subprocess
 import sys
 import tempfile
+import time
 import tomllib
+import traceback
 import zipfile
 from collections.abc import Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import pytest
 import selfcheck
@@ -206,6 +209,51 @@ class Copy:
     rename_output: str
     checks: dict[str, subprocess.CompletedProcess[str]]
 
+    def to_json(self) -> str:
+        checks = {step: [[str(a) for a in r.args], r.returncode, r.stdout, r.stderr] for step, r in self.checks.items()}
+        return json.dumps([self.name, self.selection, str(self.path), self.rename_output, checks])
+
+    @classmethod
+    def from_json(cls, text: str) -> Copy:
+        name, selection, path, rename_output, checks = json.loads(text)
+        completed = {step: subprocess.CompletedProcess(*result) for step, result in checks.items()}
+        return cls(name, selection, Path(path), rename_output, completed)
+
+
+class CopyResult(Protocol):
+    """A copy being made: a Future here, or a PublishedCopy in an xdist worker."""
+
+    def result(self, timeout: float | None = None) -> Copy: ...
+
+
+class PublishedCopy:
+    """A copy that the xdist controller makes: its result, once the controller has written it to `path`."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+
+    def result(self, timeout: float | None = None) -> Copy:
+        timeout = 2 * SUITE_TIMEOUT if timeout is None else timeout
+        deadline = time.monotonic() + timeout
+        while not self.path.exists():
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"no copy at {self.path} after {timeout:g} s")
+            time.sleep(0.2)
+        text = self.path.read_text()
+        if text.startswith("error:"):
+            raise RuntimeError(f"making the copy failed in the xdist controller:\n{text}")
+        return Copy.from_json(text)
+
+
+def _publish(path: Path, future: Future[Copy]) -> None:
+    """Write a finished copy (or why it failed) where the xdist worker that tests it reads it."""
+    try:
+        text = future.result().to_json()
+    except BaseException as e:
+        text = "error: " + "".join(traceback.format_exception(e))
+    path.with_suffix(".partial").write_text(text)
+    path.with_suffix(".partial").rename(path)  # whole or not at all: the reader polls for `path`
+
 
 def make_and_check_copy(tmp: Path, name: str, selection: str | None, class_name: str | None = None) -> Copy:
     """Rename a copy, then run what its CI runs: uv sync, ruff, mypy, its own tests, the wheel build and import."""
@@ -223,7 +271,8 @@ def make_and_check_copy(tmp: Path, name: str, selection: str | None, class_name:
         "ruff check": ["uv", "run", "--no-sync", "ruff", "check", "."],
         "ruff format": ["uv", "run", "--no-sync", "ruff", "format", "--check", "."],
         "mypy": ["uv", "run", "--no-sync", "mypy"],
-        "pytest": ["uv", "run", "--no-sync", "pytest", "-q", "-p", "no:cacheprovider", *only],
+        # Two workers, whatever the cores: a copy's tests mostly wait (its in-process ones use a fifth of a core).
+        "pytest": ["uv", "run", "--no-sync", "pytest", "-q", "-p", "no:cacheprovider", "-n", "2", *only],
         "build": ["uv", "build", "--quiet", "--wheel", "--out-dir", str(tmp / "dist")],
     }
     for step, args in steps.items():
@@ -242,41 +291,64 @@ def make_and_check_copy(tmp: Path, name: str, selection: str | None, class_name:
 _COPIES: dict[str, Any] = {}
 
 
-def start_copies() -> None:
+def copies_dir() -> Path:
+    """The directory the copies are made in (one per session, made when first asked for)."""
+    if "tmp" not in _COPIES:
+        _COPIES["tmp"] = Path(tempfile.mkdtemp(prefix="template-test-"))
+    return _COPIES["tmp"]
+
+
+def start_copies(publish: bool = False) -> None:
     """Make and check every selection's copy in the background, two at a time.
 
     tests/conftest.py calls this as soon as the session's tests are collected, so the copies run alongside
-    the rest of the suite rather than after it; the `copies` fixture starts them otherwise.
+    the rest of the suite rather than after it; the `copies` fixture starts them otherwise. Under xdist the
+    controller runs them (`publish`: each result is written to copies_dir() for the worker that tests it).
     """
-    if _COPIES or shutil.which("uv") is None:
+    if "futures" in _COPIES or shutil.which("uv") is None:
         return
-    tmp = Path(tempfile.mkdtemp(prefix="template-test-"))
+    tmp = copies_dir()
     pool = ThreadPoolExecutor(PARALLEL_COPIES)
     futures = {}
     for key, (name, selection) in SELECTIONS.items():
         (tmp / key).mkdir()
         futures[key] = pool.submit(make_and_check_copy, tmp / key, name, selection, CLASS_NAMES.get(key))
-    _COPIES.update(tmp=tmp, pool=pool, futures=futures)
+        if publish:
+            futures[key].add_done_callback(functools.partial(_publish, tmp / f"{key}.json"))
+    _COPIES.update(pool=pool, futures=futures)
+
+
+def start_copies_for(ids: list[str]) -> None:
+    """In the xdist controller: start (and publish) the copies if the collected tests include one that uses them."""
+    users = {name for name, test in globals().items() if name.startswith("test_") and callable(test)}
+    users = {name for name in users if "copies" in inspect.signature(globals()[name]).parameters}
+    here = Path(__file__).name
+    if any(Path(test.split("::")[0]).name == here and test.split("::")[-1].split("[")[0] in users for test in ids):
+        start_copies(publish=True)
 
 
 def stop_copies() -> None:
     """End the copies' commands that still run, and remove their directory (tests/conftest.py, at session end)."""
     if not _COPIES:
         return
-    for future in _COPIES["futures"].values():
+    for future in _COPIES.get("futures", {}).values():
         future.cancel()
     for process in list(_RUNNING):
         _kill(process)
-    _COPIES["pool"].shutdown(wait=True)
+    if "pool" in _COPIES:
+        _COPIES["pool"].shutdown(wait=True)
     shutil.rmtree(_COPIES["tmp"], ignore_errors=True)
     _COPIES.clear()
 
 
 @pytest.fixture(scope="module")
-def copies() -> dict[str, Future[Copy]]:
+def copies(request: pytest.FixtureRequest) -> dict[str, CopyResult]:
     """Every selection's renamed copy, being made and checked in the background."""
     if shutil.which("uv") is None:
         pytest.skip("uv is not installed")
+    published = getattr(request.config, "workerinput", {}).get("template_copies")
+    if published:  # an xdist worker: the controller makes them
+        return {key: PublishedCopy(Path(published) / f"{key}.json") for key in SELECTIONS}
     start_copies()
     return _COPIES["futures"]
 
@@ -296,7 +368,7 @@ def test_a_spawn_the_kernel_fails_with_efault_is_tried_again(monkeypatch: pytest
 
 
 @pytest.mark.parametrize("selection", list(SELECTIONS))
-def test_renamed_copy_passes_its_own_checks(copies: dict[str, Future[Copy]], selection: str):
+def test_renamed_copy_passes_its_own_checks(copies: dict[str, CopyResult], selection: str):
     """The renamed copy passes ruff, mypy and its own test suite, and its wheel's drivers and clients import."""
     copy = copies[selection].result(timeout=2 * SUITE_TIMEOUT)
     for step, result in copy.checks.items():
@@ -312,7 +384,7 @@ def test_renamed_copy_passes_its_own_checks(copies: dict[str, Future[Copy]], sel
 
 
 @pytest.mark.parametrize("selection", list(SELECTIONS))
-def test_renamed_copy_keeps_only_its_units(copies: dict[str, Future[Copy]], selection: str):
+def test_renamed_copy_keeps_only_its_units(copies: dict[str, CopyResult], selection: str):
     """A copy has the files and config of the units it kept, none of the others', and no template leftovers."""
     copy = copies[selection].result(timeout=2 * SUITE_TIMEOUT)
     kept = set(EXAMPLES) if copy.selection is None else _closure(copy.selection)
@@ -360,7 +432,7 @@ def _closure(unit: str) -> set[str]:
     return {unit} | {u for need in needs if need in EXAMPLES for u in _closure(need)}
 
 
-def test_skeleton_is_named_after_the_driver(copies: dict[str, Future[Copy]]):
+def test_skeleton_is_named_after_the_driver(copies: dict[str, CopyResult]):
     """The skeleton's class and client carry the class name it chose (--class), its `j` command the driver's name."""
     copy = copies["skeleton"].result(timeout=2 * SUITE_TIMEOUT)
     source = copy.path / "src" / package(copy.name)
@@ -835,7 +907,7 @@ def test_copier_update_merges_template_changes(template_repo: TemplateRepo, tmp_
     assert f"blob/{template_repo.newer}/" in (project / "docs" / "writing-drivers.md").read_text()
 
 
-def test_wheel_of_a_copy_holds_only_its_package(copies: dict[str, Future[Copy]]):
+def test_wheel_of_a_copy_holds_only_its_package(copies: dict[str, CopyResult]):
     """The renamed wheel holds the new package only."""
     copy = copies["default"].result(timeout=2 * SUITE_TIMEOUT)
     failed = [step for step, result in copy.checks.items() if result.returncode != 0]
