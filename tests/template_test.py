@@ -36,7 +36,7 @@ from typing import Any, Protocol
 import pytest
 import selfcheck
 import yaml
-from harness import watch
+from harness import REPORTED, watch
 
 ROOT = Path(__file__).resolve().parent.parent
 SCRIPT = ROOT / "scripts" / "rename.py"
@@ -208,16 +208,18 @@ class Copy:
     path: Path
     rename_output: str
     checks: dict[str, subprocess.CompletedProcess[str]]
+    seconds: dict[str, float]
+    """How long each check took (the suite's figures show where a copy's time goes)."""
 
     def to_json(self) -> str:
         checks = {step: [[str(a) for a in r.args], r.returncode, r.stdout, r.stderr] for step, r in self.checks.items()}
-        return json.dumps([self.name, self.selection, str(self.path), self.rename_output, checks])
+        return json.dumps([self.name, self.selection, str(self.path), self.rename_output, checks, self.seconds])
 
     @classmethod
     def from_json(cls, text: str) -> Copy:
-        name, selection, path, rename_output, checks = json.loads(text)
+        name, selection, path, rename_output, checks, seconds = json.loads(text)
         completed = {step: subprocess.CompletedProcess(*result) for step, result in checks.items()}
-        return cls(name, selection, Path(path), rename_output, completed)
+        return cls(name, selection, Path(path), rename_output, completed, seconds)
 
 
 class CopyResult(Protocol):
@@ -265,7 +267,7 @@ def make_and_check_copy(tmp: Path, name: str, selection: str | None, class_name:
     )
     renamed = rename(path, *args)
     assert renamed.returncode == 0, explain(renamed)
-    checks = {}
+    checks, seconds = {}, {}
     steps = {
         "sync": ["uv", "sync", "--quiet"],
         "ruff check": ["uv", "run", "--no-sync", "ruff", "check", "."],
@@ -276,7 +278,9 @@ def make_and_check_copy(tmp: Path, name: str, selection: str | None, class_name:
         "build": ["uv", "build", "--quiet", "--wheel", "--out-dir", str(tmp / "dist")],
     }
     for step, args in steps.items():
+        started = time.monotonic()
         checks[step] = result = run(args, path, timeout=SUITE_TIMEOUT if step == "pytest" else STEP_TIMEOUT)
+        seconds[step] = time.monotonic() - started
         if result.returncode != 0:
             break
     else:
@@ -285,7 +289,7 @@ def make_and_check_copy(tmp: Path, name: str, selection: str | None, class_name:
         checks["venv"] = run(["uv", "venv", "-q", "--python", sys.executable, str(venv)], tmp)
         checks["install"] = run(["uv", "pip", "install", "-q", "--python", str(venv), str(wheel)], tmp)
         checks["import"] = run([str(venv / "bin" / "python"), "-c", IMPORT_CHECK, f"jumpstarter-driver-{name}"], tmp)
-    return Copy(name, selection, path, renamed.stdout, checks)
+    return Copy(name, selection, path, renamed.stdout, checks, seconds)
 
 
 _COPIES: dict[str, Any] = {}
@@ -371,6 +375,7 @@ def test_a_spawn_the_kernel_fails_with_efault_is_tried_again(monkeypatch: pytest
 def test_renamed_copy_passes_its_own_checks(copies: dict[str, CopyResult], selection: str):
     """The renamed copy passes ruff, mypy and its own test suite, and its wheel's drivers and clients import."""
     copy = copies[selection].result(timeout=2 * SUITE_TIMEOUT)
+    REPORTED.append(f"copy {selection}: " + ", ".join(f"{step} {s:.0f} s" for step, s in copy.seconds.items()))
     for step, result in copy.checks.items():
         assert result.returncode == 0, f"{selection}: {step} failed\n{explain(result)}"
     assert re.search(r"\d+ passed", copy.checks["pytest"].stdout), explain(copy.checks["pytest"])
