@@ -117,6 +117,27 @@ def test_runs_until_it_is_ended(tmp_path):
 """
 
 
+def inner_run(tmp_path: Path, **env: str) -> tuple[list[str], dict[str, str]]:
+    """A pytest of the files in tmp_path (no project options) with this suite's conftest, and its environment.
+
+    `-p conftest` loads tests/conftest.py: its SIGTERM wiring and its figures, as every run of the suite has them.
+    """
+    inherited = {k: v for k, v in os.environ.items() if k not in ("PYTEST_ADDOPTS", "PYTEST_CURRENT_TEST")}
+    args = [
+        sys.executable,
+        "-m",
+        "pytest",
+        "-q",
+        "-p",
+        "no:cacheprovider",
+        "-p",
+        "conftest",
+        "--rootdir",
+        str(tmp_path),
+    ]
+    return args, inherited | {"PYTHONPATH": str(ROOT / "tests"), **env}
+
+
 def test_figures_reach_the_summary_from_xdist_workers(tmp_path: Path):
     """What tests in two xdist workers REPORTED is in the "end-to-end figures", from a test or a fixture teardown."""
     (tmp_path / "figures_test.py").write_text(
@@ -136,20 +157,7 @@ def test_figures_reach_the_summary_from_xdist_workers(tmp_path: Path):
     (tmp_path / "other_test.py").write_text(
         "from harness import REPORTED\n\ndef test_x():\n    REPORTED.append('other')\n"
     )
-    env = {k: v for k, v in os.environ.items() if k not in ("PYTEST_ADDOPTS", "PYTEST_CURRENT_TEST")}
-    env |= {"PYTHONPATH": str(ROOT / "tests")}
-    args = [
-        sys.executable,
-        "-m",
-        "pytest",
-        "-q",
-        "-p",
-        "no:cacheprovider",
-        "-p",
-        "conftest",
-        "--rootdir",
-        str(tmp_path),
-    ]
+    args, env = inner_run(tmp_path)
     args += ["-n", "2", "--dist", "loadfile", str(tmp_path)]
     result = subprocess.run(args, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=120)
     assert result.returncode == 0, result.stdout + result.stderr
@@ -173,19 +181,6 @@ def descendants(pid: int) -> set[int]:
     return found
 
 
-def test_a_process_reaped_while_its_stat_is_read_is_not_running(monkeypatch: pytest.MonkeyPatch):
-    """A process reaped between the open and the read of its /proc stat is not running (the read fails ESRCH)."""
-    process = subprocess.Popen(["true"])
-
-    def read_after_reaping(path: Path, *args: object, **kwargs: object) -> str:
-        with path.open() as f:
-            process.wait()
-            return f.read()
-
-    monkeypatch.setattr(Path, "read_text", read_after_reaping)
-    assert not running(process.pid)
-
-
 def command_line(pid: int) -> str:
     """A process's command line, for failure messages."""
     try:
@@ -205,21 +200,7 @@ def test_an_ended_run_leaves_nothing_running(tmp_path: Path):
     sig = signal.SIGTERM
     (tmp_path / "interrupted_test.py").write_text(textwrap.dedent(INTERRUPTED_RUN))
     ready = tmp_path / "ready"
-    env = {k: v for k, v in os.environ.items() if k not in ("PYTEST_ADDOPTS", "PYTEST_CURRENT_TEST")}
-    env |= {"PYTHONPATH": str(ROOT / "tests"), "READY_FILE": str(ready), "TERM": "dumb"}
-    # `-p conftest` loads tests/conftest.py, whose pytest_configure wires SIGTERM as every run of the suite has it.
-    args = [
-        sys.executable,
-        "-m",
-        "pytest",
-        "-q",
-        "-p",
-        "no:cacheprovider",
-        "-p",
-        "conftest",
-        "--rootdir",
-        str(tmp_path),
-    ]
+    args, env = inner_run(tmp_path, READY_FILE=str(ready), TERM="dumb")
     pytest_run = subprocess.Popen(
         [*args, str(tmp_path / "interrupted_test.py")], cwd=tmp_path, env=env, stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT, text=True, start_new_session=True,
