@@ -261,9 +261,11 @@ class ExampleStorageMux(StorageMuxFlasherInterface, Driver):
                             received += sum(map(len, batch))
                             if source.length is not None and received > source.length:
                                 raise ValueError(f"{source.name} sent more than the {source.length} bytes it said")
-                            if decoder is None and received > size:
-                                raise ValueError(too_large(received))
                             await send.send(batch)
+                            if decoder is None and received > size:
+                                # Stop reading; put() writes what fits of this batch, then raises. Raising here
+                                # would drop the batches still queued: the card would not hold the first bytes.
+                                break
                 finally:
                     watch.cancel()
             if reading.cancelled_caught:
@@ -285,8 +287,9 @@ class ExampleStorageMux(StorageMuxFlasherInterface, Driver):
                     self._image, self._error, touched = "incomplete", "write in progress", True
                 if self._written + len(piece) > size:
                     file.write(piece[: size - self._written])
+                    at_least = self._written + len(piece) if decoder is not None else received
                     self._written = size
-                    raise ValueError(too_large(self._written + len(piece)))
+                    raise ValueError(too_large(at_least))
                 file.write(piece)
                 self._written += len(piece)
 
