@@ -37,9 +37,6 @@ import yaml
 from anyio.from_thread import start_blocking_portal
 from jumpstarter.client import client_from_path
 
-# One definition, tested with the command runner's tests: whether a pid is a live process.
-from jumpstarter_driver_template.commands_test import running as running
-
 ROOT = Path(__file__).resolve().parent.parent
 BIN = Path(sys.executable).parent
 JMP = str(BIN / "jmp")
@@ -304,6 +301,15 @@ def failed(output: str, command: str) -> int:
     ]
     assert statuses, f"no `fails {command}` in the output:\n{output}"
     return int(statuses[-1])
+
+
+def running(pid: int) -> bool:
+    """Whether `pid` is a live process (a zombie is not: it holds nothing, and waits to be reaped)."""
+    # Not the command runner tests' helper of the same name: that module goes with the units that run commands.
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()[0] not in "ZX"
+    except (FileNotFoundError, ProcessLookupError):  # gone before the open, or between the open and the read
+        return False
 
 
 def free_port() -> int:

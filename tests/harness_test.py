@@ -181,6 +181,19 @@ def descendants(pid: int) -> set[int]:
     return found
 
 
+def test_a_process_reaped_while_its_stat_is_read_is_not_running(monkeypatch: pytest.MonkeyPatch):
+    """A process reaped between the open and the read of its /proc stat is not running (the read fails ESRCH)."""
+    process = subprocess.Popen(["true"])
+
+    def read_after_reaping(path: Path, *args: object, **kwargs: object) -> str:
+        with path.open() as f:
+            process.wait()
+            return f.read()
+
+    monkeypatch.setattr(Path, "read_text", read_after_reaping)
+    assert not running(process.pid)
+
+
 def command_line(pid: int) -> str:
     """A process's command line, for failure messages."""
     try:
