@@ -8,6 +8,7 @@ checks, tests and wheel build; those copies run two at a time, while the other t
 
 from __future__ import annotations
 
+import ast
 import builtins
 import contextlib
 import errno
@@ -76,19 +77,35 @@ SELECTIONS = {
 }
 # The skeleton's copy also chooses its class name, so that a copy renamed with --class passes its own checks.
 CLASS_NAMES = {"skeleton": "LabSkeletonPDU"}
-# What each copy's own suite runs. The skeleton's copy is what most authors start from: it runs its whole
-# suite, as its .ci/run does. The other copies run what a rename can break, which the template's own suite
-# cannot see: every in-process test of the renamed package (drivers, clients, the exact `j` output), its
-# text, entry points and dependencies, and one `jmp shell` of the renamed config. Their end-to-end tests
-# run the same code as the template's own, with only the package's name changed: the template runs them.
+# What each copy's own suite runs: what a rename can break, which the template's own suite cannot see.
+# - Each unit's copy: every in-process test of the renamed package (drivers, clients, the exact `j` output),
+#   its text, entry points and dependencies, and one `jmp shell` of the renamed config. Its end-to-end
+#   tests run the same code as the template's own, with only the package's name changed: the template runs them.
+# - The default copy (every unit): the same but its in-process tests, which the units' copies run one unit
+#   at a time; and what people and agents read of every driver.
+# - The skeleton's copy is what most authors start from: its whole suite, as its .ci/run runs it, but
+#   SKELETON_SAME. Those tests check Jumpstarter's and the harness's own behaviour (hooks that fail,
+#   passphrases, an interrupted run): no driver takes part beyond being served, so in the template's own
+#   run they run the same lines, the same way.
 COPY_TESTS = [
-    "src",
     "tests/selfcheck_test.py",
     "tests/entry_points_test.py",
     "tests/exporter_test.py::test_local_shell_serves_every_driver",
     "tests/exporter_test.py::test_every_driver_has_its_own_help",
 ]
-COPY_EXTRA = ["tests/agents_test.py"]  # the default copy: every driver, as people and agents read it
+COPY_ONLY = {
+    None: ["-m", "not slow", *COPY_TESTS, "tests/agents_test.py"],
+    **{unit: ["-m", "not slow", "src", *COPY_TESTS] for unit in EXAMPLES if unit != "skeleton"},
+}
+SKELETON_SAME = [
+    "tests/harness_test.py::test_figures_reach_the_summary_from_xdist_workers",
+    "tests/harness_test.py::test_an_ended_run_leaves_nothing_running",
+    "tests/hooks_test.py::test_failing_before_lease_hook",
+    "tests/hooks_test.py::test_hook_j_with_a_passphrase_needs_tcp",
+    "tests/exporter_test.py::test_wrong_or_missing_passphrase_is_refused",
+    "tests/lab_test.py::test_lab_keeps_a_connection_that_pings_while_idle",
+]
+COPY_ONLY["skeleton"] = [arg for test in SKELETON_SAME for arg in ("--deselect", test)]
 
 
 SPAWN_ATTEMPTS = 3
@@ -262,9 +279,7 @@ def make_and_check_copy(tmp: Path, name: str, selection: str | None, class_name:
     path = copy_template(tmp / f"jumpstarter-driver-{name}")
     args = [name, "--commit", "0000000"] + ([] if selection is None else ["--examples", selection])
     args += [] if class_name is None else ["--class", class_name]
-    only = (
-        [] if selection == "skeleton" else ["-m", "not slow", *COPY_TESTS, *(COPY_EXTRA if selection is None else [])]
-    )
+    only = COPY_ONLY[selection]
     renamed = rename(path, *args)
     assert renamed.returncode == 0, explain(renamed)
     checks, seconds = {}, {}
@@ -369,6 +384,15 @@ def test_a_spawn_the_kernel_fails_with_efault_is_tried_again(monkeypatch: pytest
     monkeypatch.setattr(subprocess, "Popen", flaky_popen)
     result = run(["sh", "-c", "echo ran >> log; cat log"], tmp_path)
     assert (result.returncode, result.stdout) == (0, "ran\n")
+
+
+def test_the_tests_the_skeleton_copy_leaves_to_the_template_exist():
+    """Each test SKELETON_SAME deselects in the skeleton's copy is a test function of the file it names."""
+    for test in SKELETON_SAME:
+        path, _, name = test.partition("::")
+        tree = ast.parse((ROOT / path).read_text())
+        functions = {node.name for node in tree.body if isinstance(node, ast.FunctionDef)}
+        assert name in functions, f"{test}: no such test in {path}: update SKELETON_SAME"
 
 
 @pytest.mark.parametrize("selection", list(SELECTIONS))
