@@ -84,10 +84,13 @@ async def _wait_gone(pids: list[int]) -> None:
 def test_pexpect_leaving_ends_a_tool_that_ignores_eof(tmp_path: Path):
     """Leaving a pexpect session ends the tool's group even when the tool ignores EOF on stdin."""
     pid = tmp_path / "pid"
-    tool = ["sh", "-c", f"echo $$ > {pid}; exec sleep 300"]
+    tool = ["sh", "-c", f"echo $$ > {pid}; echo ready; exec sleep 300"]
     with serve(ExampleConsole(command=tool)) as client:
-        with client.pexpect(), start_blocking_portal() as portal:
-            portal.call(_wait_for, lambda: pid.exists() and pid.read_text().strip())
+        with client.pexpect() as console:
+            # Leave once the stream is open on the client's side too. Upstream's stream_async (0.9) leaks the
+            # gRPC call if it is cancelled while it awaits the call's initial metadata: the driver has started
+            # the tool, but nothing cancels the call, so the tool stays until the lease ends (close()).
+            console.expect("ready", timeout=WAIT)
         with start_blocking_portal() as portal:
             portal.call(_wait_gone, [int(pid.read_text())])
 
