@@ -4,9 +4,12 @@
 from pathlib import Path
 
 import yaml
-from harness import JMP, Exporter, local_shell, run, write_config
+from harness import JMP, Exporter, drivers_only, local_shell, run, write_config
 
 from jumpstarter_driver_template.device.simulator import IDN
+
+# The exporters here serve this driver alone (and the alias that refers into it): each `j` loads one client.
+CONFIG = drivers_only("board", "psu")
 
 ON = "voltage=5.0 V  current=0.5 A  apparent_power=2.5 VA"
 
@@ -14,7 +17,7 @@ ON = "voltage=5.0 V  current=0.5 A  apparent_power=2.5 VA"
 def test_board_commands_in_local_mode(tmp_path: Path):
     """Upstream's `j board power` switches the board's supply; `j psu` is the same supply; power-cycle answers."""
     out = local_shell(
-        write_config(tmp_path),
+        write_config(tmp_path, config=CONFIG),
         """
         j psu voltage 5
         j board device voltage
@@ -44,7 +47,7 @@ def test_board_workflow_through_jmp_run(exporter: Exporter):
 
 def test_board_without_its_supply_stops_jmp_shell(tmp_path: Path):
     """A board whose `device` child is missing fails before the shell starts, naming the child."""
-    config = write_config(tmp_path)
+    config = write_config(tmp_path, config=CONFIG)
     parsed = yaml.safe_load(config.read_text())
     del parsed["export"]["board"]["children"]
     del parsed["export"]["psu"]  # a ref: to the missing child would fail first

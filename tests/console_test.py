@@ -7,9 +7,12 @@ import time
 from pathlib import Path
 
 import pexpect  # type: ignore[import-untyped]
-from harness import REPORTED, child_env, exporter_process, running, start, stop_group, wait_for
+from harness import REPORTED, child_env, drivers_only, exporter_process, running, start, stop_group, wait_for
 
 from jumpstarter_driver_template.console.simulator import PASSWORD, PROMPT, UNAME, USER
+
+# The exporters here serve this driver alone: each `j` loads one client.
+CONFIG = drivers_only("console")
 
 WAIT = 60
 
@@ -64,7 +67,9 @@ def test_sigterm_to_jmp_run_ends_an_attached_tool_that_ignores_sigterm(tmp_path:
     gone by the time `jmp run` has exited (the runner's SIGKILL comes within upstream's shutdown)."""
     pid = tmp_path / "tool.pid"
     tool = ["sh", "-c", f"trap '' TERM; sleep 600 & echo $$ $! > {pid}; exec cat"]
-    with exporter_process(tmp_path / "exporter", {"console": {"simulator": False, "command": tool}}) as exporter:
+    with exporter_process(
+        tmp_path / "exporter", {"console": {"simulator": False, "command": tool}}, config=CONFIG
+    ) as exporter:
         client = start(exporter.shell_args("sh", "-c", "sleep 600 | j console pipe"), cwd=exporter.workdir)
         try:
             pids = [int(p) for p in wait_for(lambda: pid.read_text().split(), WAIT, "the tool", exporter.log_tail)]

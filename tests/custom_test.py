@@ -24,6 +24,7 @@ import yaml
 from harness import (
     REPORTED,
     Exporter,
+    drivers_only,
     example_config,
     exporter_process,
     local_shell,
@@ -37,6 +38,9 @@ from jumpstarter.config.exporter import ExporterConfigV1Alpha1DriverInstance
 from pydantic import ValidationError
 
 from jumpstarter_driver_template.custom.common import Settings
+
+# The exporters here serve this driver alone: each `j` loads one client.
+CONFIG = drivers_only("custom")
 
 UPLOAD_DIR = example_config()["export"]["custom"]["config"]["upload_dir"]
 CLIENTS = 8
@@ -61,7 +65,7 @@ class Session:
 def session(tmp_path_factory: pytest.TempPathFactory) -> Session:
     """One local session running every `j` command (each `j` start costs seconds of imports)."""
     tmp = tmp_path_factory.mktemp("local")
-    config = write_config(tmp)
+    config = write_config(tmp, config=CONFIG)
     upload_dir = tmp / UPLOAD_DIR  # the config's relative upload_dir, from the exporter's directory
     upload_dir.mkdir()
     (upload_dir / ".upload-leftbyacrash.partial").write_bytes(b"half")
@@ -155,8 +159,10 @@ def test_bad_exporter_config_is_an_error_naming_entry_and_key(
 
 @pytest.fixture(scope="module")
 def exporter(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Exporter]:
-    """This module's `jmp run` exporter: the example config, with tasks of up to 600 s."""
-    with exporter_process(tmp_path_factory.mktemp("custom"), {"custom": {"max_seconds": 600}}) as running:
+    """This module's `jmp run` exporter: the example's custom driver, with tasks of up to 600 s."""
+    with exporter_process(
+        tmp_path_factory.mktemp("custom"), {"custom": {"max_seconds": 600}}, config=CONFIG
+    ) as running:
         yield running
 
 
@@ -441,7 +447,7 @@ def test_only_exported_methods_can_be_called(remote: Any, method: str):
 
 def test_stopping_the_exporter_closes_its_drivers(tmp_path: Path):
     """Stopping `jmp run` ends its lease: close() runs and removes a half-written upload."""
-    with exporter_process(tmp_path) as exporter:
+    with exporter_process(tmp_path, config=CONFIG) as exporter:
         with exporter.client() as client:
             client.custom.configure("before-stop", 2)
         uploads = upload_dir(exporter)

@@ -11,15 +11,29 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
-from harness import JMP, exporter_process, free_port, local_shell, run, start, stop_group, wait_for, write_config
+from harness import (
+    JMP,
+    drivers_only,
+    exporter_process,
+    free_port,
+    local_shell,
+    run,
+    start,
+    stop_group,
+    wait_for,
+    write_config,
+)
 
 from jumpstarter_driver_template.device.simulator import IDN, running
+
+# The exporters here serve this driver alone: each `j` loads one client.
+CONFIG = drivers_only("device")
 
 
 @pytest.fixture(scope="module")
 def session(tmp_path_factory: pytest.TempPathFactory) -> str:
     """One local session running every `j device` command (each `j` start costs seconds of imports)."""
-    config = write_config(tmp_path_factory.mktemp("local"))
+    config = write_config(tmp_path_factory.mktemp("local"), config=CONFIG)
     return local_shell(
         config,
         """
@@ -58,7 +72,7 @@ def test_bench_limit_from_the_config_reaches_the_terminal(session: str):
 def test_each_lease_ends_and_starts_with_the_output_off(tmp_path: Path):
     """Lease end (close) and lease start (reset) switch the instrument's output off, whatever was left on."""
     with running() as simulator:
-        config = write_config(tmp_path, {"device": {"simulator": False, "resource": simulator.resource}})
+        config = write_config(tmp_path, {"device": {"simulator": False, "resource": simulator.resource}}, config=CONFIG)
         local_shell(config, "j device voltage 5\nj device output on\nj device output")
         assert simulator.instrument.output is False  # the shell's lease ended
         simulator.wait_connections(0)
@@ -69,7 +83,7 @@ def test_each_lease_ends_and_starts_with_the_output_off(tmp_path: Path):
 def test_unreachable_device_names_its_address(tmp_path: Path):
     """No instrument at the configured address: the shell starts, and `j device idn` says where it looked."""
     resource = f"TCPIP::127.0.0.1::{free_port()}::SOCKET"
-    config = write_config(tmp_path, {"device": {"simulator": False, "resource": resource}})
+    config = write_config(tmp_path, {"device": {"simulator": False, "resource": resource}}, config=CONFIG)
     out = local_shell(config, "j device idn || echo 'idn FAILED'")
     assert f"cannot connect to {resource}: Connection refused" in out
     assert "idn FAILED" in out
@@ -77,7 +91,7 @@ def test_unreachable_device_names_its_address(tmp_path: Path):
 
 def test_simulator_with_an_address_stops_jmp_shell(tmp_path: Path):
     """`simulator: true` with a resource is a config error, before the shell starts."""
-    config = write_config(tmp_path, {"device": {"resource": "TCPIP::127.0.0.1::5025::SOCKET"}})
+    config = write_config(tmp_path, {"device": {"resource": "TCPIP::127.0.0.1::5025::SOCKET"}}, config=CONFIG)
     result = run([JMP, "shell", "--exporter-config", str(config), "--", "echo", "SHELL STARTED"], cwd=tmp_path)
     assert result.returncode != 0
     message = "simulator: true starts its own instrument on 127.0.0.1: remove resource"
@@ -88,7 +102,7 @@ def test_simulator_with_an_address_stops_jmp_shell(tmp_path: Path):
 def test_jmp_run_serves_clients_and_stops_its_simulator(tmp_path: Path):
     """Through `jmp run`: 50 concurrent clients each get their own answers (a set and a read-back in one line);
     a client killed mid-stream ends the stream on the exporter; stopping the exporter stops its simulator."""
-    with exporter_process(tmp_path) as exporter, exporter.client() as remote:
+    with exporter_process(tmp_path, config=CONFIG) as exporter, exporter.client() as remote:
         address = remote.device.state().address
 
         def client(name: int) -> list[str]:

@@ -20,6 +20,7 @@ from harness import (
     ROOT,
     Exporter,
     checked_script_output,
+    drivers_only,
     example_config,
     failed,
     find_driver,
@@ -55,6 +56,22 @@ def test_override_of_a_missing_driver_names_what_is_there():
     """An override path that names no driver fails at once, listing the names it could have been."""
     with pytest.raises(LookupError, match=r"no driver 'group.nope' to override: the children of group: \['inner'\]"):
         example_config({"group.nope": {"x": 1}}, config=own_config())
+
+
+def test_drivers_only_keeps_the_named_drivers_and_those_they_ref():
+    """`drivers_only` exports the named drivers, plus the driver a `ref:` among them points into, in config order."""
+    config = own_config()
+    config["export"] |= {"other": copy.deepcopy(config["export"]["group"]), "alias": {"ref": "group.inner"}}
+    assert list(drivers_only("other", config=config)["export"]) == ["other"]
+    kept = drivers_only("alias", config=config)
+    assert kept["export"] == {"group": config["export"]["group"], "alias": {"ref": "group.inner"}}
+    assert {k: v for k, v in kept.items() if k != "export"} == {k: v for k, v in config.items() if k != "export"}
+
+
+def test_drivers_only_of_a_missing_driver_names_what_is_there():
+    """A name the config does not export fails at once, listing the drivers it does export."""
+    with pytest.raises(LookupError, match=r"no driver 'nope' to keep: the drivers the config exports: \['group'\]"):
+        drivers_only("nope", config=own_config())
 
 
 def test_own_config_runs_and_expected_failures_report_their_status(tmp_path: Path):

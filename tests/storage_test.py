@@ -8,7 +8,10 @@ import re
 import signal
 from pathlib import Path
 
-from harness import exporter_process, local_shell, start, stop_group, wait_for, write_config
+from harness import drivers_only, exporter_process, local_shell, start, stop_group, wait_for, write_config
+
+# The exporters here serve this driver alone: each `j` loads one client.
+CONFIG = drivers_only("storage")
 
 MiB = 1024 * 1024
 
@@ -20,7 +23,7 @@ def sha256(path: Path) -> str:
 
 def test_storage_commands_in_local_mode(tmp_path: Path):
     """A missing file, write-local-file (which switches), state, dut, dump and flash, in one `jmp shell` session."""
-    config = write_config(tmp_path, {"storage": {"size": MiB}})  # the card: tmp_path/card.img
+    config = write_config(tmp_path, {"storage": {"size": MiB}}, config=CONFIG)  # the card: tmp_path/card.img
     image, other = tmp_path / "image.img", tmp_path / "other.img"
     image.write_bytes(os.urandom(MiB))
     other.write_bytes(os.urandom(MiB))
@@ -50,7 +53,7 @@ def test_storage_commands_in_local_mode(tmp_path: Path):
 
 def test_failing_commands_exit_non_zero_in_direct_mode(tmp_path: Path):
     """Too large or truncated, `j storage flash` fails (status 1); the card stays on the host until an image fits."""
-    with exporter_process(tmp_path / "exporter", {"storage": {"size": MiB}}) as exporter:
+    with exporter_process(tmp_path / "exporter", {"storage": {"size": MiB}}, config=CONFIG) as exporter:
         large, small = tmp_path / "large.img", tmp_path / "small.img"
         large.write_bytes(os.urandom(2 * MiB))
         small.write_bytes(os.urandom(MiB))
@@ -77,7 +80,7 @@ def test_client_killed_mid_flash_leaves_the_card_incomplete(tmp_path: Path):
     image = tmp_path / "zeros.img"
     with image.open("wb") as file:
         file.truncate(size)  # sparse: a large image that costs no disk space to make
-    with exporter_process(tmp_path / "exporter", {"storage": {"size": size}}) as exporter:
+    with exporter_process(tmp_path / "exporter", {"storage": {"size": size}}, config=CONFIG) as exporter:
         flash = start(exporter.shell_args("j", "storage", "flash", str(image)), cwd=exporter.workdir)
         with exporter.client() as client:
             try:
