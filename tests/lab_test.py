@@ -163,7 +163,9 @@ UNDER_WAY: list[tuple[str, str]] = [
     # unit:custom:end
     # unit:storage:start
     # A flash of a card-sized image, killed while it writes.
-    ("j storage flash {image} &", "client.storage.state().operation == 'writing'"),
+    # Under way once the card holds a byte of it: killed earlier (while the card switches to the host, or before
+    # the first batch lands), the write fails with the card unchanged, and nothing is left to check.
+    ("j storage flash {image} &", "(s := client.storage.state()).operation == 'writing' and s.written > 0"),
     # unit:storage:end
 ]
 POLL = """
@@ -250,6 +252,39 @@ def test_killed_client_holds_the_exporter_until_its_lease_expires(bench: Bench, 
     # unit:storage:start
     assert "card.img holds an incomplete" in exporter.log.read_text(), exporter.log_tail()
     # unit:storage:end
+
+
+# unit:storage:start
+def test_a_flash_is_under_way_once_the_card_holds_a_byte(tmp_path: Path):
+    """The dying client's storage condition is false while the card switches to the host, before any byte landed."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from harness import drivers_only
+    from jumpstarter.common.utils import serve
+    from jumpstarter.config.exporter import ExporterConfigV1Alpha1DriverInstance
+
+    # A switching command that waits for the test (bounded by the driver's command_timeout).
+    switched = tmp_path / "switched"
+    hold = {
+        "card": str(tmp_path / "card.img"),
+        "host_command": ["sh", "-c", f"until [ -e {switched} ]; do sleep 0.05; done"],
+    }
+    export = drivers_only("storage", config=example_config({"storage": hold}))["export"]
+    root = ExporterConfigV1Alpha1DriverInstance.model_validate({"children": export}).instantiate()
+    image = tmp_path / "image.img"
+    image.write_bytes(b"\x5a" * 1024 * 1024)
+    (condition,) = [check for start, check in UNDER_WAY if "j storage" in start]
+    with serve(root) as client, ThreadPoolExecutor(1) as pool:
+        flashing = pool.submit(client.storage.flash, image)
+        try:
+            wait_for(lambda: client.storage.state().operation == "writing", what="the flash switching the card")
+            assert not eval(condition, {"client": client})
+        finally:
+            switched.touch()
+        assert flashing.result(timeout=60).image == "complete"
+
+
+# unit:storage:end
 
 
 def lab_shell_args(bench: Bench, command: str) -> list[str]:
