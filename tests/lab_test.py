@@ -285,8 +285,6 @@ def test_a_flash_is_under_way_once_the_card_holds_a_byte(tmp_path: Path):
 
 
 # unit:storage:end
-
-
 def lab_shell_args(bench: Bench, command: str) -> list[str]:
     """`jmp shell --selector` of the bench's exporter, with the documented client config, running `command`."""
     return [
