@@ -1,8 +1,8 @@
 """The benchmark's plugin interface, and the tools a bench module measures with.
 
-bench.py finds every `benchmarks/*_bench.py` module (one per example unit: `custom_bench.py` belongs
-to the custom unit, `driver_bench.py` to the skeleton's `driver.py`) and names nothing else. The
-module's stem without `_bench` is its label in the output (`custom`, `driver`). A bench module provides:
+bench.py finds every `benchmarks/*_bench.py` module (one per driver module of the package, named after
+it: `<module>_bench.py`) and names nothing else. The module's stem without `_bench` is its label in the
+output (`<module>`). A bench module provides:
 
     def drivers(workdir: Path) -> dict[str, Entry]
         Its drivers, as exporter config entries: {name: {"type": "module.Class", "config": {...}}}.
@@ -10,8 +10,8 @@ module's stem without `_bench` is its label in the output (`custom`, `driver`). 
         `jmp run`, and builds the same entries as one Composite for serve(): both modes serve the
         same drivers with the same config. `workdir` is a scratch directory of one mode (tmpfs
         when there is one). The type may be a bench-only subclass defined in the bench module
-        (custom's adds a naive 64 KiB stream to compare with): benchmarks/ is on the path of the
-        exporter process too. Names must be unique across modules.
+        (one that adds a method to compare with): benchmarks/ is on the path of the exporter
+        process too. Names must be unique across modules.
 
     def measure(run: Round) -> None
         One round of its figures in one mode (serve, then exporter, every round). It compares

@@ -14,7 +14,6 @@ from jumpstarter_driver_template.client import TemplateClient
 
 def drivers(workdir: Path) -> dict[str, Entry]:
     """The skeleton's driver, as examples/exporter.yaml configures it."""
-    # One name per line: the rename makes it longer.
     driver = "jumpstarter_driver_template.driver.Template"
     return {"driver": {"type": driver, "config": {"greeting": "Hello"}}}
 

@@ -3,8 +3,7 @@
 They know no driver by name. A *reference* is text that points at something the repository should
 have: a path under one of its top directories, a relative Markdown link, a driver's export name where
 code or a command uses it (`j <name> ...`, a config override by driver name), or an import of a module.
-Each check takes the tree as a mapping of path to text, so the template's own tests run the same
-checks on every selection of example units, renamed in memory, without writing a copy.
+Each check takes the tree as a mapping of path to text, so a tree held in memory can be checked too.
 """
 
 from __future__ import annotations
@@ -134,7 +133,7 @@ def dangling_names(files: Mapping[str, str], foreign: Iterable[str], exports: It
     plain = sorted(foreign - set(compound))
     anywhere = [EXPORT_USE_RE.format(name=re.escape(name)) for name in sorted(set(exports))]
     if compound:
-        anywhere.append(rf"(?<![\w.-])(?:{'|'.join(map(re.escape, compound))})(?![\w-])")
+        anywhere.append(rf"(?<![\w-])(?:{'|'.join(map(re.escape, compound))})(?![\w-])")
     words = "|".join(map(re.escape, plain))
     as_code = rf"(?:\.(?:{words})\b|\b(?:{words})(?=\(|=[^=]|\[))" if plain else None
     in_backticks = re.compile(rf"(?<![\w-])(?:{words})(?![\w-])") if plain else None

@@ -31,7 +31,7 @@ import zipfile
 from collections.abc import Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
-from pathlib import Path
+from pathlib import Path, PurePath
 from typing import Any, Protocol
 
 import pytest
@@ -493,33 +493,70 @@ def renamed_in_memory(
 
 @functools.cache
 def upstream_words() -> frozenset[str]:
-    """Every word of the installed Jumpstarter packages' sources: names a copy may use without defining them."""
+    """Every word of the installed Jumpstarter packages' code: names a copy may use without defining them.
+
+    Their tests are left out: a word only they use (`hello`) is no name of Jumpstarter's.
+    """
     words: set[str] = set()
     for dist in importlib.metadata.distributions():
         if dist.metadata["Name"].lower().startswith("jumpstarter") and dist.metadata["Name"] != PROVENANCE.split()[-1]:
             for file in dist.files or []:
-                if file.suffix == ".py":
+                if file.suffix == ".py" and not file.name.endswith("_test.py") and "tests" not in file.parts:
                     words.update(re.findall(r"[A-Za-z_]\w*", Path(str(file.locate())).read_text(errors="replace")))
     return frozenset(words)
 
 
-def foreign_names(template: dict[str, str], copy: dict[str, str], keep: list[str]) -> set[str]:
+@functools.cache
+def upstream_file_names() -> frozenset[str]:
+    """The names of the installed Jumpstarter packages' files (`driver.py`, `client.py`, `common.py`...)."""
+    names: set[str] = set()
+    for dist in importlib.metadata.distributions():
+        if dist.metadata["Name"].lower().startswith("jumpstarter") and dist.metadata["Name"] != PROVENANCE.split()[-1]:
+            names.update(file.name for file in dist.files or [])
+    return frozenset(names)
+
+
+def foreign_names(template: dict[str, str], copy: dict[str, str], keep: list[str], name: str, class_name: str | None):
     """What the dropped units define (classes, functions, methods, config keys) that the copy defines nowhere.
 
+    Each in the form the rename gives it too: a copy without the skeleton has no `AcmePowerStrip` either.
     Names upstream Jumpstarter uses as well (`on`, `read`, `connect`...) and Python's builtins are left out:
     a copy may name them without having them.
     """
+    new = rename_script["Names"].from_name(name, class_name)
+    renamed = rename_script["Substituter"](
+        rename_script["name_substitutions"](new) + rename_script["text_substitutions"](new)
+    )
     dropped: set[str] = set()
     for path, text in template.items():
         unit = rename_script["owner"](path)
         if unit is not None and unit not in keep and path.endswith(".py"):
-            dropped |= selfcheck.defined_names(text)
+            defined = selfcheck.defined_names(text)
+            dropped |= defined | {renamed(name) for name in defined}
     kept: set[str] = set()
     for path, text in copy.items():
         if path.endswith(".py"):
             kept |= selfcheck.defined_names(text)
-    dropped = {name for name in dropped if not name.startswith(("test_", "Test"))}
     return dropped - kept - upstream_words() - set(dir(builtins))
+
+
+def dropped_file_mentions(template: dict[str, str], copy: dict[str, str]) -> list[str]:
+    """Lines of the copy that name, by its bare name (`base_client.py`), a file of the template the copy has none of.
+
+    A name after `/` is part of a path (dangling_paths checks those), and a link's text to a URL names the
+    file there (the template's, at its commit). Names every upstream driver package has (`client.py`) are
+    a convention a copy may name without having them.
+    """
+    kept = {PurePath(path).name for path in copy} | upstream_file_names()
+    gone = sorted({PurePath(path).name for path in template} - kept)
+    pattern = re.compile(rf"(?<![\w./-])(?:{'|'.join(map(re.escape, gone))})(?![\w-])")
+    found = []
+    for path, text in copy.items():
+        for number, line in enumerate(text.splitlines(), start=1):
+            line = re.sub(r"\[[^\]]*\]\(\w+://[^)]*\)", "", line)
+            for match in dict.fromkeys(pattern.findall(line)):
+                found.append(f"{path}:{number}: names {match}, which this repository does not have")
+    return found
 
 
 @pytest.mark.parametrize("selection", list(SELECTIONS))
@@ -534,7 +571,8 @@ def test_renamed_text_names_only_what_the_copy_has(selection: str):
     exports = selfcheck.export_names(template) | {name}
     found = selfcheck.dangling_paths(files)
     found += selfcheck.unused_export_uses(files, exports)
-    found += selfcheck.dangling_names(files, foreign_names(template, files, keep))
+    found += selfcheck.dangling_names(files, foreign_names(template, files, keep, name, CLASS_NAMES.get(selection)))
+    found += dropped_file_mentions(template, files)
     found += selfcheck.undeclared_imports(files)
     assert found == [], f"{selection}: " + "\n".join(found)
 
