@@ -3,7 +3,7 @@
 
     python3 .ci/compat.py release   # the newest Jumpstarter release on PyPI, upper bounds lifted
     python3 .ci/compat.py main      # upstream main, built from git
-    python3 .ci/compat.py main --source ~/src/jumpstarter --ref my-branch -- -k power   # pytest arguments after --
+    python3 .ci/compat.py main --source ~/src/jumpstarter --ref my-branch -- -x   # pytest arguments after --
 
 `release` installs the package (editable) and its dev dependency group into a fresh virtual environment,
 with a uv overrides file that replaces every jumpstarter* requirement of pyproject.toml by its lower bound

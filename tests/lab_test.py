@@ -142,8 +142,8 @@ def test_hooks_run_at_each_lease_start_and_end(bench: Bench):
 
 
 # A client that dies holding a lease: the lease stays until it expires, then the next client is served.
-# Each kept unit adds transfers the dying client has under way, a condition that they are, and what must
-# hold once its lease is over (the exporter builds fresh drivers for every lease).
+# Each driver with transfers adds those the dying client has under way, a condition that they are, and what
+# must hold once its lease is over (the exporter builds fresh drivers for every lease).
 LEASE_SECONDS = 600
 """The dying client's lease: longer than its shell takes to start and its transfers to get under way on any machine.
 Once it is killed, the test shortens the lease to HELD_SECONDS (the lab's UpdateLease) rather than wait it out."""
@@ -301,7 +301,7 @@ def lab_shell_args(bench: Bench, command: str) -> list[str]:
     ]
 
 
-# One call an agent makes, by kept unit: (`j` command, a line its output has). The first exported one runs.
+# One call an agent makes, per driver: (`j` command, a line its output has). The first exported one runs.
 AGENT_CALLS: list[tuple[list[str], str]] = [
     # unit:skeleton:start
     (["template", "hello", "agent"], "Hello, agent!"),
