@@ -36,4 +36,17 @@ def run_async_bounded(function: Callable[[], Awaitable[None]], seconds: float) -
     helper.join(seconds + 1)
     if helper.is_alive():
         return TimeoutError(f"still running after {seconds + 1:g} s")
-    return errors[0] if errors else None
+    return _telling(errors[0], seconds) if errors else None
+
+
+def _telling(error: BaseException, seconds: float) -> BaseException:
+    """The error as a log line can show it: what callers log is `str(error)`.
+
+    anyio's fail_after raises a TimeoutError without a message, and a task group wraps what one task raised
+    in an ExceptionGroup that says only how many; give the first a message and unwrap the second.
+    """
+    while isinstance(error, BaseExceptionGroup) and len(error.exceptions) == 1:
+        error = error.exceptions[0]
+    if isinstance(error, TimeoutError) and not str(error):
+        return TimeoutError(f"not done within its {seconds:g} s bound")
+    return error

@@ -47,3 +47,32 @@ def test_stops_waiting_one_second_after_the_bound():
         release.set()
     assert isinstance(error, TimeoutError)
     assert str(error) == "still running after 1.1 s"
+
+
+def test_a_timeout_of_its_own_bound_says_so():
+    """fail_after's TimeoutError has no message: what close() logs would end in nothing."""
+
+    async def bounded() -> None:
+        with anyio.fail_after(0.05):
+            await anyio.sleep(5)
+
+    error = run_async_bounded(bounded, 0.05)
+    assert isinstance(error, TimeoutError)
+    assert str(error) == "not done within its 0.05 s bound"
+
+
+def test_one_failed_task_of_a_task_group_comes_back_as_itself():
+    """A task group wraps one task's error in an ExceptionGroup that says only "1 sub-exception"."""
+
+    async def outlets() -> None:
+        async def switch(outlet: int) -> None:
+            if outlet == 3:
+                raise ConnectionResetError(f"outlet {outlet}: connection reset")
+
+        async with anyio.create_task_group() as tg:
+            for outlet in range(1, 5):
+                tg.start_soon(switch, outlet)
+
+    error = run_async_bounded(outlets, 5)
+    assert isinstance(error, ConnectionResetError)
+    assert str(error) == "outlet 3: connection reset"
