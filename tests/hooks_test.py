@@ -52,6 +52,7 @@ def test_example_hooks_run_when_the_exporter_starts_and_stops(tmp_path: Path):
     assert exporter.process.returncode == 0
     assert SUCCEEDED.format(hook="afterLease") in log, log
     assert FAILED not in log, log
+    assert "before lease" in log and "after lease" in log, log  # what a hook prints is in the exporter's log
     after = log.split("Executing after-lease hook", 1)[-1]
     assert "Session server stopped" in after, log  # afterLease ran before the exporter stopped serving
 
