@@ -51,7 +51,21 @@ REPORTED: list[str] = []
 
 Overrides = dict[str, dict[str, Any]]
 """Config overrides by driver path: {"<driver>": {"<key>": value}} merges into that driver's `config:`, and
-{"<driver>.<child>": {...}} into a child's (the child named <child> in the driver's `children:`)."""
+{"<driver>.<child>": {...}} into a child's (the child named <child> in the driver's `children:`).
+A value of REMOVED takes the key out (for a default the driver applies when the key is absent)."""
+
+
+class _Removed:
+    """The type of REMOVED: one object, kept as itself through the overrides' deep copy."""
+
+    def __repr__(self) -> str:
+        return "REMOVED"
+
+    def __deepcopy__(self, memo: dict[int, Any]) -> _Removed:
+        return self
+
+
+REMOVED = _Removed()
 
 Config = dict[str, Any] | Path
 """An exporter config of a test's own: parsed (a dict), or a YAML file."""
@@ -64,7 +78,12 @@ def example_config(overrides: Overrides | None = None, config: Config | None = N
     tree = yaml.safe_load(config.read_text()) if isinstance(config, Path) else copy.deepcopy(config)
     for path, values in (overrides or {}).items():
         driver = find_driver(tree, path)
-        driver["config"] = (driver.get("config") or {}) | copy.deepcopy(values)
+        current = driver.get("config") or {}
+        absent = [key for key, value in values.items() if value is REMOVED and key not in current]
+        if absent:
+            raise LookupError(f"no key {absent[0]!r} to remove from the config of {path!r}: {sorted(current)}")
+        merged = current | copy.deepcopy(values)
+        driver["config"] = {key: value for key, value in merged.items() if value is not REMOVED}
     return tree
 
 

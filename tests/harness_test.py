@@ -17,6 +17,7 @@ import pytest
 import yaml
 from harness import (
     EXAMPLE_CONFIG,
+    REMOVED,
     ROOT,
     Exporter,
     checked_script_output,
@@ -50,6 +51,18 @@ def test_overrides_reach_a_child_by_its_path():
     assert inner["config"] == (config["export"]["group"]["children"]["inner"].get("config") or {}) | {"added_key": 3}
     assert "config" not in merged["export"]["group"]
     assert config == own_config()  # the test's own config is not changed in place
+
+
+def test_removed_takes_a_key_out_of_a_drivers_config():
+    """`{"<driver>": {"key": REMOVED}}` leaves the key out, so the driver's default applies; a key not there fails."""
+    config = own_config()
+    config["export"]["group"]["children"]["inner"]["config"] = {"kept": 1, "dropped": 2}
+    merged = example_config({"group.inner": {"dropped": REMOVED, "added": 3}}, config=config)
+    assert find_driver(merged, "group.inner")["config"] == {"kept": 1, "added": 3}
+    with pytest.raises(
+        LookupError, match=r"no key 'nope' to remove from the config of 'group.inner': \['dropped', 'kept'\]$"
+    ):
+        example_config({"group.inner": {"nope": REMOVED}}, config=config)
 
 
 def test_override_of_a_missing_driver_names_what_is_there():
