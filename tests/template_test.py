@@ -498,25 +498,31 @@ def upstream_words() -> frozenset[str]:
     Their tests are left out: a word only they use (`hello`) is no name of Jumpstarter's.
     """
     words: set[str] = set()
-    for dist in importlib.metadata.distributions():
-        if dist.metadata["Name"].lower().startswith("jumpstarter") and dist.metadata["Name"] != PROVENANCE.split()[-1]:
-            for file in dist.files or []:
-                if file.suffix == ".py" and not file.name.endswith("_test.py") and "tests" not in file.parts:
-                    words.update(re.findall(r"[A-Za-z_]\w*", Path(str(file.locate())).read_text(errors="replace")))
+    for file in upstream_files():
+        if file.suffix == ".py" and not file.name.endswith("_test.py") and "tests" not in file.parts:
+            words.update(re.findall(r"[A-Za-z_]\w*", Path(str(file.locate())).read_text(errors="replace")))
     return frozenset(words)
 
 
 @functools.cache
 def upstream_file_names() -> frozenset[str]:
     """The names of the installed Jumpstarter packages' files (`driver.py`, `client.py`, `common.py`...)."""
-    names: set[str] = set()
-    for dist in importlib.metadata.distributions():
-        if dist.metadata["Name"].lower().startswith("jumpstarter") and dist.metadata["Name"] != PROVENANCE.split()[-1]:
-            names.update(file.name for file in dist.files or [])
-    return frozenset(names)
+    return frozenset(file.name for file in upstream_files())
 
 
-def foreign_names(template: dict[str, str], copy: dict[str, str], keep: list[str], name: str, class_name: str | None):
+def upstream_files() -> list[importlib.metadata.PackagePath]:
+    """The files of the installed Jumpstarter packages (this package aside)."""
+    return [
+        file
+        for dist in importlib.metadata.distributions()
+        if dist.metadata["Name"].lower().startswith("jumpstarter") and dist.metadata["Name"] != PROVENANCE.split()[-1]
+        for file in dist.files or []
+    ]
+
+
+def foreign_names(
+    template: dict[str, str], copy: dict[str, str], keep: list[str], name: str, class_name: str | None
+) -> set[str]:
     """What the dropped units define (classes, functions, methods, config keys) that the copy defines nowhere.
 
     Each in the form the rename gives it too: a copy without the skeleton has no `AcmePowerStrip` either.
@@ -532,7 +538,7 @@ def foreign_names(template: dict[str, str], copy: dict[str, str], keep: list[str
         unit = rename_script["owner"](path)
         if unit is not None and unit not in keep and path.endswith(".py"):
             defined = selfcheck.defined_names(text)
-            dropped |= defined | {renamed(name) for name in defined}
+            dropped |= defined | {renamed(each) for each in defined}
     kept: set[str] = set()
     for path, text in copy.items():
         if path.endswith(".py"):
